@@ -1,0 +1,6 @@
+"""Runtime plumbing shared by the Gateway and the GameServer.
+
+Config from environment and flags, logging, the health/metrics HTTP endpoint, Redis
+connection strings, and driving a ZeroMQ socket from the asyncio event loop. Nothing here
+knows about games; the services stay small because this does not repeat in each.
+"""

@@ -1,0 +1,145 @@
+"""Settings from CLI flags, environment variables and defaults, in that order of precedence.
+
+A service declares its settings as a frozen dataclass whose fields carry
+``setting(env=..., help=...)`` metadata; :func:`load_config` builds ``--help`` from it and
+turns any bad value into one line naming the variable, then exit code 2, because a
+traceback on a typo in a Kubernetes manifest wastes an operator's evening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot run with."""
+
+
+def setting(
+    default: Any,
+    *,
+    env: str,
+    help: str,
+    min: float | None = None,
+    max: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """A dataclass field that is also an environment variable and a ``--flag``."""
+    return dataclasses.field(
+        default=default,
+        metadata={"env": env, "help": help, "min": min, "max": max, "choices": choices},
+    )
+
+
+def _flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
+    meta = field.metadata
+    env = meta["env"]
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    value: Any
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{env} must be true or false, got {raw!r}")
+    if kind == "int":
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{env} must be an integer, got {raw!r}") from None
+    elif kind == "float":
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{env} must be a number, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{env} must be a finite number, got {raw!r}")
+    else:
+        value = raw
+    if meta["min"] is not None and value < meta["min"]:
+        raise ConfigError(f"{env} must be at least {meta['min']}, got {raw!r}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise ConfigError(f"{env} must be at most {meta['max']}, got {raw!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{env} must be one of {', '.join(meta['choices'])}, got {raw!r}")
+    return value
+
+
+def build_parser(config_type: type[Any], prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Every flag can also be set by the environment variable named after it; "
+        "a flag wins over the variable, the variable over the default.",
+    )
+    for field in dataclasses.fields(config_type):
+        meta = field.metadata
+        default = field.default
+        shown = "(empty)" if default == "" else default
+        parser.add_argument(
+            _flag_name(field.name),
+            dest=field.name,
+            default=None,
+            metavar=meta["env"],
+            help=f"{meta['help']} [env {meta['env']}, default {shown}]",
+        )
+    return parser
+
+
+def load_config[T](
+    config_type: type[T],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "service",
+    description: str = "",
+) -> T:
+    """Parse ``argv`` and ``environ`` into ``config_type``; raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser(config_type, prog, description)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(config_type):  # type: ignore[arg-type]
+        raw = getattr(args, field.name)
+        if raw is None:
+            raw = environ.get(field.metadata["env"])
+        if raw is None:
+            continue
+        values[field.name] = _convert(field, raw)
+    config = config_type(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def load_or_exit[T](
+    config_type: type[T], argv: Sequence[str] | None, prog: str, description: str
+) -> T:
+    """:func:`load_config`, printing one clear line and exiting 2 on a bad setting."""
+    try:
+        return load_config(config_type, argv, prog=prog, description=description)
+    except ConfigError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def describe(config: Any) -> str:
+    """``NAME=value`` pairs for the start-up log line, secrets masked."""
+    parts = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        env = field.metadata["env"]
+        if "SECRET" in env or "PASSWORD" in env:
+            value = "***" if value else ""
+        parts.append(f"{env}={value}")
+    return " ".join(parts)

@@ -1,0 +1,27 @@
+"""``python -m gameserver``: run one GameServer node (``--help`` lists every setting)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import uvloop
+from servicekit.config import load_or_exit
+from servicekit.logs import setup_logging
+
+from gameserver.config import GameServerConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = load_or_exit(
+        GameServerConfig, argv, prog="gameserver",
+        description="GameServer: owns player sessions behind the Gateways (smart hub).",
+    )
+    setup_logging("gameserver", config.log_level, config.log_format)
+    from gameserver.app import GameServerApp
+
+    return uvloop.run(GameServerApp(config).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

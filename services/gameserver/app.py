@@ -1,0 +1,183 @@
+"""Wires the GameServer together and runs it until SIGTERM/SIGINT, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import secrets
+import signal
+import socket
+import time
+
+import redis.asyncio as aioredis
+import zmq
+from protocol.internal import gameserver_routing_id
+from servicekit.config import describe
+from servicekit.http import start_ops_server
+from servicekit.redis_url import display_address, to_redis_url
+
+from gameserver import metrics
+from gameserver.config import GameServerConfig
+from gameserver.handlers import router
+from gameserver.hub import REDIS_FAILURES, Hub
+from gameserver.keys import Keys
+from gameserver.link import GatewayLink, PortInUse
+from gameserver.middlewares import standard_middlewares
+from gameserver.registry import NodeIdConflict, NodeInfo
+from gameserver.store import SessionStore
+
+log = logging.getLogger("gameserver")
+
+KEY_PREFIX = "gb:"
+
+
+def advertise_host(configured: str) -> str:
+    if configured:
+        return configured
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class GameServerApp:
+    def __init__(self, config: GameServerConfig) -> None:
+        self.config = config
+        self.instance = secrets.token_hex(6)
+        self.redis_address = display_address(config.redis_connection)
+        self.redis = aioredis.from_url(
+            to_redis_url(config.redis_connection),
+            socket_timeout=3.0, socket_connect_timeout=2.0, health_check_interval=10,
+        )
+        self.store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{config.node_id}:{self.instance}",
+                                  config.node_id)
+        self.zmq = zmq.Context()
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.registered_at = 0.0
+        self.redis_ok = True
+        self.hub: Hub | None = None
+        self.node = NodeInfo(
+            node_id=config.node_id, instance=self.instance,
+            host=advertise_host(config.advertise_host), p2p_port=config.p2p_port,
+            mesh_port=config.mesh_port, metrics_port=config.metrics_port,
+            started_ms=int(time.time() * 1000),
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        fresh = time.monotonic() - self.registered_at < self.config.node_ttl_s
+        if self.hub is None or not self.hub.accepting:
+            return False, "not accepting sessions (starting or draining)"
+        if not fresh:
+            return False, f"not registered: Redis at {self.redis_address} unreachable"
+        if not self.hub.commits.redis_ok:
+            return False, f"session writes failing: Redis at {self.redis_address}"
+        return True, f"ready: node {self.config.node_id}, {len(self.hub.sessions)} sessions"
+
+    async def run(self) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        log.info("GameServer starting: node %d (instance %s) %s", config.node_id,
+                 self.instance, describe(config))
+        try:
+            ops = await start_ops_server(config.metrics_host, config.metrics_port,
+                                         self.readiness)
+        except OSError as exc:
+            return self._bind_failed(exc, config.metrics_port, "GAMESERVER_METRICS_PORT")
+        try:
+            link = GatewayLink(self.zmq, gameserver_routing_id(config.node_id),
+                               config.bind_host, config.p2p_port, self._on_records)
+        except PortInUse:
+            ops.close()
+            return self._bind_failed(OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
+                                     "GAMESERVER_P2P_PORT")
+        self.hub = Hub(config, self.store, link, standard_middlewares(), router)
+        metrics.node_info.labels(str(config.node_id), self.instance).set(1)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        log.info("P2P listening: tcp://%s:%d (advertised as %s)", config.bind_host,
+                 config.p2p_port, self.node.host)
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        leases = asyncio.create_task(self._lease_loop())
+        await self.stopping.wait()
+        await self._drain()
+        for task in (heartbeat, leases):
+            task.cancel()
+        await asyncio.gather(heartbeat, leases, return_exceptions=True)
+        link.close()
+        ops.close()
+        await self.redis.aclose()
+        self.zmq.term()
+        log.info("GameServer stopped: node %d", config.node_id)
+        return self.exit_code
+
+    def _on_records(self, gateway_id: bytes, records: list) -> None:  # type: ignore[type-arg]
+        assert self.hub is not None
+        self.hub.on_records(gateway_id, records)
+
+    def _bind_failed(self, exc: OSError, port: int, variable: str) -> int:
+        if exc.errno == errno.EADDRINUSE:
+            log.error("Address already in use: port %d (%s)", port, variable)
+        else:
+            log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
+        return 1
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            log.info("%s received: draining", sig.name)
+            self.stopping.set()
+
+    async def _heartbeat_loop(self) -> None:
+        config = self.config
+        ttl_ms = int(config.node_ttl_s * 1000)
+        first = True
+        while True:
+            assert self.hub is not None
+            try:
+                holder = await self.store.claim_node(
+                    ttl_ms, self.node.fields(len(self.hub.sessions), not self.hub.accepting))
+            except REDIS_FAILURES as exc:
+                metrics.ready.set(0)
+                if self.redis_ok:
+                    log.error("Redis is NOT reachable at %s (%s); retrying every %.1fs",
+                              self.redis_address, exc, config.heartbeat_s)
+                self.redis_ok = False
+            else:
+                if holder is not None:
+                    log.error("%s", NodeIdConflict(config.node_id, holder))
+                    self.exit_code = 1
+                    self.stopping.set()
+                    return
+                if not self.redis_ok:
+                    log.info("Redis is reachable again at %s", self.redis_address)
+                self.redis_ok = True
+                self.registered_at = time.monotonic()
+                if first:
+                    log.info("Registered in node registry: node %d at %s:%d",
+                             config.node_id, self.node.host, config.p2p_port)
+                    first = False
+                metrics.ready.set(1 if self.readiness()[0] else 0)
+            metrics.gateways_connected.set(len(self.hub.link.live_gateways()))
+            await asyncio.sleep(config.heartbeat_s)
+
+    async def _lease_loop(self) -> None:
+        interval = self.config.session_lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            assert self.hub is not None
+            try:
+                await self.hub.renew_leases()
+            except REDIS_FAILURES as exc:
+                log.error("Could not renew session leases: %s", exc)
+
+    async def _drain(self) -> None:
+        assert self.hub is not None
+        self.hub.accepting = False
+        metrics.ready.set(0)
+        try:
+            await self.hub.shutdown()
+            await self.store.release_node()
+        except REDIS_FAILURES as exc:
+            log.error("Redis unavailable during drain: %s", exc)

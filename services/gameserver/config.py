@@ -1,0 +1,76 @@
+"""GameServer settings: each one an environment variable and a ``--flag`` (see ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servicekit.config import ConfigError, setting
+from servicekit.logs import LEVELS
+from servicekit.redis_url import to_redis_url
+
+DEFAULT_REDIS = "redis-dev.k8s.home:6379"
+
+
+@dataclass(frozen=True)
+class GameServerConfig:
+    redis_connection: str = setting(
+        DEFAULT_REDIS, env="REDIS_CONNECTION",
+        help="Redis holding sessions (SSOT): HOST:PORT or redis://[:password@]host:port/db",
+    )
+    node_id: int = setting(1, env="GAMESERVER_NODE_ID", help="this GameServer's id",
+                           min=1, max=65535)
+    bind_host: str = setting("0.0.0.0", env="GAMESERVER_BIND_HOST",
+                             help="address the P2P and mesh ports listen on")
+    p2p_port: int = setting(9001, env="GAMESERVER_P2P_PORT",
+                            help="ZeroMQ ROUTER port Gateways connect to", min=1, max=65535)
+    mesh_port: int = setting(9101, env="GAMESERVER_MESH_PORT",
+                             help="ZeroMQ port other GameServers connect to", min=1, max=65535)
+    advertise_host: str = setting(
+        "", env="GAMESERVER_ADVERTISE_HOST",
+        help="host Gateways and peers use to reach this node (empty: this host's address)")
+    metrics_host: str = setting("0.0.0.0", env="GAMESERVER_METRICS_HOST",
+                                help="address of /metrics, /healthz, /readyz")
+    metrics_port: int = setting(8090, env="GAMESERVER_METRICS_PORT",
+                                help="port of /metrics, /healthz, /readyz", min=0, max=65535)
+    log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
+                             choices=LEVELS)
+    log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
+                              choices=("text", "json"))
+    reconnect_grace_s: float = setting(
+        60.0, env="RECONNECT_GRACE_S",
+        help="seconds a disconnected session stays resumable", min=1.0)
+    session_lease_s: float = setting(
+        120.0, env="SESSION_LEASE_S",
+        help="TTL of an attached session in Redis, renewed by its owner", min=5.0)
+    auth_mode: str = setting("none", env="AUTH_MODE", help="none|hmac",
+                             choices=("none", "hmac"))
+    auth_secret: str = setting("", env="AUTH_SECRET",
+                               help="HMAC secret for AUTH_MODE=hmac tokens")
+    response_cache_size: int = setting(
+        64, env="RESPONSE_CACHE_SIZE",
+        help="responses kept per session for retried sequence ids", min=1, max=4096)
+    compression_threshold_bytes: int = setting(
+        1024, env="COMPRESSION_THRESHOLD_BYTES",
+        help="payloads above this are LZ4-compressed for clients that accept lz4", min=0)
+    max_frame_bytes: int = setting(65536, env="MAX_FRAME_BYTES",
+                                   help="largest frame length field (must match the Gateway)",
+                                   min=64, max=16 * 1024 * 1024)
+    heartbeat_s: float = setting(1.0, env="NODE_HEARTBEAT_S",
+                                 help="registry heartbeat interval", min=0.05)
+    node_ttl_s: float = setting(5.0, env="NODE_TTL_S",
+                                help="registry entry expiry without heartbeat", min=0.2)
+    max_pending_commits: int = setting(
+        10000, env="MAX_PENDING_COMMITS",
+        help="state changes waiting for Redis before new ones get SERVER_BUSY", min=1)
+    drain_timeout_s: float = setting(
+        10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
+        help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)
+
+    def validate(self) -> None:
+        to_redis_url(self.redis_connection)
+        if self.auth_mode == "hmac" and not self.auth_secret:
+            raise ConfigError("AUTH_SECRET must be set when AUTH_MODE=hmac")
+        if self.node_ttl_s <= self.heartbeat_s:
+            raise ConfigError("NODE_TTL_S must be greater than NODE_HEARTBEAT_S")
+        if self.p2p_port == self.mesh_port:
+            raise ConfigError("GAMESERVER_MESH_PORT must differ from GAMESERVER_P2P_PORT")

@@ -1,0 +1,377 @@
+"""GameServerHub: turns data-plane records into pipeline runs and owns the local sessions.
+
+Requests of one socket are processed strictly in order: a request that has to wait (login,
+reconnect: Redis round trips) parks the socket's later records in a queue until it is done,
+while every other socket keeps going. Requests that do not wait run to completion inside
+``create_task`` thanks to the eager task factory, so the common case costs no scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections import deque
+from typing import Any
+
+import redis.exceptions
+from protocol.internal import Kind, Record, format_socket_id
+from protocol.messages import ErrorCode, KickReason, MsgType
+from protocol.payload import encode_message
+
+from gameserver import metrics
+from gameserver.commits import CommitQueue
+from gameserver.config import GameServerConfig
+from gameserver.context import Reject, RequestContext
+from gameserver.link import GatewayLink
+from gameserver.pipeline import Middleware, Router, compose
+from gameserver.state import PlayerState, ResponseCache, Session, SessionTable
+from gameserver.store import ResumeRejected, ResumeResult, SessionStore
+
+log = logging.getLogger("gameserver.hub")
+
+TOMBSTONE_MS = 24 * 3600 * 1000
+REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
+
+_Item = tuple[int, bytes, int, bytes]  # kind, gateway_id, pinned session id, body
+
+
+def new_reconnect_key() -> tuple[str, str]:
+    """A fresh single-use key (192 random bits) and the hash Redis stores instead of it."""
+    key = secrets.token_urlsafe(24)
+    return key, hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Hub:
+    def __init__(
+        self,
+        config: GameServerConfig,
+        store: SessionStore,
+        link: GatewayLink,
+        middlewares: list[Middleware],
+        router: Router,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.link = link
+        self.node_id = config.node_id
+        self.routing_id = f"gs-{config.node_id}".encode()
+        self.sessions = SessionTable()
+        self.lease_ms = int(config.session_lease_s * 1000)
+        self.grace_ms = int(config.reconnect_grace_s * 1000)
+        self.commits = CommitQueue(
+            store, self._deliver, self._on_fenced, config.response_cache_size,
+            self.lease_ms, config.max_pending_commits,
+        )
+        self.router = router
+        self._pipeline = compose(middlewares, router)
+        self._busy: dict[bytes, deque[_Item]] = {}
+        self._loop = asyncio.get_running_loop()
+        self.accepting = True
+        log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
+
+    # ----------------------------------------------------------------- data plane in
+    def on_records(self, gateway_id: bytes, records: list[Record]) -> None:
+        for kind, socket_id, arg, body in records:
+            if kind == Kind.FRAME or kind == Kind.CLOSED:
+                self._submit(socket_id, (kind, gateway_id, arg, body))
+            elif kind == Kind.HELLO:
+                if self.link.note_hello(gateway_id):
+                    log.info("Gateway connected: Gateway=%s", gateway_id.decode(errors="replace"))
+                self.link.send(gateway_id, Kind.HELLO_ACK, socket_id, self.node_id,
+                               str(len(self.sessions)).encode())
+            else:
+                log.warning("Ignoring record kind %d from %s", kind,
+                            gateway_id.decode(errors="replace"))
+
+    def _submit(self, socket_id: bytes, item: _Item) -> None:
+        queue = self._busy.get(socket_id)
+        if queue is not None:
+            queue.append(item)
+            return
+        task = self._loop.create_task(self._process(socket_id, item))
+        if not task.done():
+            self._busy[socket_id] = deque()
+            task.add_done_callback(lambda _: self._continue(socket_id))
+
+    def _continue(self, socket_id: bytes) -> None:
+        queue = self._busy.get(socket_id)
+        while queue:
+            task = self._loop.create_task(self._process(socket_id, queue.popleft()))
+            if not task.done():
+                task.add_done_callback(lambda _: self._continue(socket_id))
+                return
+        self._busy.pop(socket_id, None)
+
+    async def _process(self, socket_id: bytes, item: _Item) -> None:
+        kind, gateway_id, pinned, body = item
+        try:
+            if kind == Kind.FRAME:
+                await self._process_frame(gateway_id, socket_id, pinned, body)
+            else:
+                await self._socket_closed(socket_id, body.decode(errors="replace"))
+        except Exception:
+            log.exception("Failed to process a record for Socket=%s",
+                          format_socket_id(socket_id))
+
+    async def _process_frame(
+        self, gateway_id: bytes, socket_id: bytes, pinned: int, frame: bytes
+    ) -> None:
+        session = self.sessions.by_socket.get(socket_id)
+        if session is None and pinned:
+            session = await self._adopt(gateway_id, socket_id, pinned, frame)
+            if session is None:
+                return
+        ctx = RequestContext(self, gateway_id, socket_id, pinned, frame, session)
+        await self._pipeline(ctx)
+        response = ctx.response
+        if response is None:
+            return
+        session = ctx.session
+        if ctx.needs_commit and session is not None:
+            self.commits.add(session, ctx.sequence_id, response)
+        elif session is not None and (ctx.hold or session.held):
+            self.commits.hold(session, response)
+        else:
+            self.link.send(gateway_id, Kind.SEND, socket_id, 0, response)
+        if ctx.close_after:
+            self.link.send(gateway_id, Kind.CLOSE, socket_id, 0, b"")
+
+    def _deliver(self, session: Session, response: bytes) -> None:
+        """Send a released response to wherever the session is attached now."""
+        if session.socket_id is not None and session.gateway_id is not None:
+            self.link.send(session.gateway_id, Kind.SEND, session.socket_id, 0, response)
+
+    # ----------------------------------------------------------------- lifecycle
+    def pin(self, session: Session) -> None:
+        assert session.gateway_id is not None and session.socket_id is not None
+        self.link.send(session.gateway_id, Kind.PIN, session.socket_id, session.session_id,
+                       self.routing_id)
+        log.debug("Session pinned: SocketId=%s, SessionId=%d", format_socket_id(session.socket_id),
+                 session.session_id)
+
+    def kick(self, gateway_id: bytes, socket_id: bytes, reason: KickReason) -> None:
+        frame = encode_message(MsgType.KICKOUT_NTF, 0, {"reason": reason.value})
+        self.link.send(gateway_id, Kind.CLOSE, socket_id, 0, frame)
+        metrics.sessions_kicked.labels(reason.value).inc()
+        log.info("Kicking socket: Socket=%s, Reason=%s", format_socket_id(socket_id), reason.value)
+
+    def push(self, session: Session, msg_type: MsgType, payload: dict[str, Any]) -> bool:
+        if session.socket_id is None or session.gateway_id is None:
+            return False
+        frame = encode_message(msg_type, 0, payload, session.compress_above)
+        self.link.send(session.gateway_id, Kind.SEND, session.socket_id, 0, frame)
+        return True
+
+    def _new_session(self, session_id: int, user_id: int, epoch: int, last_seq: int,
+                     player: PlayerState, accept_lz4: bool) -> Session:
+        return Session(
+            session_id=session_id, user_id=user_id, epoch=epoch, last_seq=last_seq,
+            cache=ResponseCache(self.config.response_cache_size), player=player,
+            compress_above=self.config.compression_threshold_bytes if accept_lz4 else None,
+        )
+
+    async def login(self, ctx: RequestContext, user_id: int, accept_lz4: bool) -> Session:
+        if not self.accepting:
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "this GameServer is shutting down")
+        log.info("Handling unpinned session: Socket=%s, UserId=%d",
+                 format_socket_id(ctx.socket_id), user_id)
+        key, key_hash = new_reconnect_key()
+        try:
+            result = await self.store.login(
+                user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
+                self.lease_ms, TOMBSTONE_MS,
+            )
+        except REDIS_FAILURES as exc:
+            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id, exc)
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
+        old_local = self.sessions.by_user.get(user_id)
+        if old_local is not None and old_local.session_id == result.old_session_id:
+            self.sessions.forget(old_local)
+        if result.old_gateway is not None and result.old_socket is not None:
+            self.kick(result.old_gateway, result.old_socket, KickReason.DUPLICATE_LOGIN)
+        session = self._new_session(result.session_id, user_id, 1, ctx.sequence_id,
+                                    result.player, accept_lz4)
+        session.reconnect_key = key
+        self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
+        ctx.session = session
+        metrics.sessions_created.inc()
+        metrics.sessions_active.set(len(self.sessions))
+        log.info("New session created: UserId=%d, SessionId=%d", user_id, session.session_id)
+        self.pin(session)
+        return session
+
+    async def reconnect(self, ctx: RequestContext, session_id: int, key: str,
+                        accept_lz4: bool) -> Session:
+        if not self.accepting:
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "this GameServer is shutting down")
+        new_key, new_hash = new_reconnect_key()
+        local = self.sessions.by_id.get(session_id)
+        if local is not None:
+            # Our pending writes carry the epoch; finish them before ownership is re-checked.
+            await self.commits.barrier()
+        try:
+            result = await self.store.resume(session_id, hash_key(key), new_hash,
+                                             ctx.gateway_id, ctx.socket_id.hex(), self.lease_ms)
+        except ResumeRejected as rejected:
+            raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
+        except REDIS_FAILURES as exc:
+            log.error("Reconnect failed, Redis unavailable: SessionId=%d: %s", session_id, exc)
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
+        session = self._take_over(ctx, session_id, result, accept_lz4,
+                                  KickReason.SESSION_RESUMED_ELSEWHERE)
+        session.reconnect_key = new_key
+        metrics.sessions_resumed.labels("reconnect").inc()
+        log.info("Session resumed: UserId=%d, SessionId=%d, Socket=%s", session.user_id,
+                 session_id, format_socket_id(ctx.socket_id))
+        return session
+
+    def _take_over(self, ctx: RequestContext, session_id: int, result: ResumeResult,
+                   accept_lz4: bool, reason: KickReason) -> Session:
+        local = self.sessions.by_id.get(session_id)
+        if local is not None and local.epoch == result.epoch:
+            session = local
+            session.last_seq = max(session.last_seq, result.last_seq)
+            session.compress_above = (self.config.compression_threshold_bytes
+                                      if accept_lz4 else None)
+        else:
+            if local is not None:
+                self.sessions.forget(local)
+            session = self._new_session(session_id, result.user_id, result.epoch,
+                                        result.last_seq, result.player, accept_lz4)
+            for seq, body in reversed(result.responses):
+                session.cache.put(seq, body)
+        if (result.old_attached and result.old_gateway is not None
+                and result.old_socket is not None and result.old_socket != ctx.socket_id):
+            self.sessions.detach_socket(result.old_socket)
+            self.kick(result.old_gateway, result.old_socket, reason)
+        previous_user_session = self.sessions.by_user.get(session.user_id)
+        if previous_user_session is not None and previous_user_session is not session:
+            self.sessions.forget(previous_user_session)
+        self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
+        ctx.session = session
+        metrics.sessions_active.set(len(self.sessions))
+        self.pin(session)
+        return session
+
+    async def _adopt(self, gateway_id: bytes, socket_id: bytes, session_id: int,
+                     frame: bytes) -> Session | None:
+        """A pinned socket whose session this process does not know (it restarted): take
+        the session over from Redis if the socket is still the session's own."""
+        probe = RequestContext(self, gateway_id, socket_id, session_id, frame, None)
+        try:
+            result = await self.store.resume(session_id, "", "", gateway_id, socket_id.hex(),
+                                             self.lease_ms)
+        except ResumeRejected as rejected:
+            log.info("Pinned socket has no resumable session: Socket=%s, SessionId=%d (%s)",
+                     format_socket_id(socket_id), session_id, rejected.code)
+            probe.fail(ErrorCode.INVALID_SESSION, "session is gone; log in again")
+            assert probe.response is not None
+            self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
+            self.link.send(gateway_id, Kind.PIN, socket_id, 0, self.routing_id)
+            return None
+        except REDIS_FAILURES as exc:
+            log.error("Cannot adopt session, Redis unavailable: SessionId=%d: %s",
+                      session_id, exc)
+            probe.fail(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable")
+            assert probe.response is not None
+            self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
+            return None
+        session = self._take_over(probe, session_id, result, False,
+                                  KickReason.SESSION_RESUMED_ELSEWHERE)
+        metrics.sessions_resumed.labels("adopt").inc()
+        log.info("Session adopted after restart: UserId=%d, SessionId=%d, Socket=%s",
+                 session.user_id, session_id, format_socket_id(socket_id))
+        return session
+
+    async def logout(self, session: Session) -> None:
+        await self.commits.barrier()
+        try:
+            await self.store.logout(session.session_id, session.epoch)
+        except REDIS_FAILURES as exc:
+            log.error("Logout failed, Redis unavailable: SessionId=%d: %s",
+                      session.session_id, exc)
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
+        self.sessions.forget(session)
+        metrics.sessions_logged_out.inc()
+        metrics.sessions_active.set(len(self.sessions))
+        log.info("Session logged out: UserId=%d, SessionId=%d", session.user_id,
+                 session.session_id)
+
+    async def _socket_closed(self, socket_id: bytes, reason: str) -> None:
+        session = self.sessions.by_socket.get(socket_id)
+        if session is None or session.socket_id != socket_id:
+            return
+        self.sessions.detach_socket(socket_id)
+        await self.commits.barrier()
+        if _reattached_or_gone(session):
+            return
+        try:
+            detached = await self.store.detach(session.session_id, session.epoch,
+                                               socket_id.hex(), session.last_seq, self.grace_ms)
+        except REDIS_FAILURES as exc:
+            log.error("Could not mark session detached (its lease will expire it): "
+                      "SessionId=%d: %s", session.session_id, exc)
+            detached = False
+        if not _reattached_or_gone(session):
+            self.sessions.forget(session)
+        metrics.sessions_active.set(len(self.sessions))
+        if detached:
+            metrics.sessions_detached.inc()
+            log.info("Session detached: SessionId=%d, Socket=%s, Reason=%s, resumable for %ss",
+                     session.session_id, format_socket_id(socket_id), reason,
+                     self.config.reconnect_grace_s)
+
+    def _on_fenced(self, session: Session) -> None:
+        """Another owner has this session now: drop it here without touching Redis."""
+        log.warning("Session taken over elsewhere, dropping local copy: SessionId=%d",
+                    session.session_id)
+        metrics.sessions_fenced.inc()
+        if session.socket_id is not None and session.gateway_id is not None:
+            self.kick(session.gateway_id, session.socket_id,
+                      KickReason.SESSION_RESUMED_ELSEWHERE)
+        self.sessions.forget(session)
+        metrics.sessions_active.set(len(self.sessions))
+
+    # ----------------------------------------------------------------- housekeeping
+    async def renew_leases(self) -> None:
+        owned = [s.session_id for s in self.sessions.by_id.values() if s.socket_id is not None]
+        for start in range(0, len(owned), 1000):
+            lost = await self.store.renew(owned[start:start + 1000], self.lease_ms)
+            for sid in lost:
+                session = self.sessions.by_id.get(sid)
+                if session is not None:
+                    self._on_fenced(session)
+
+    async def shutdown(self) -> None:
+        """Stop taking sessions, commit everything, leave sessions resumable, kick sockets
+        with SERVER_SHUTDOWN so clients reconnect (to another GameServer)."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self.commits.barrier(), self.config.drain_timeout_s)
+        except TimeoutError:
+            log.error("Drain timed out with %d session writes not committed",
+                      self.commits.pending)
+        for session in list(self.sessions.by_id.values()):
+            gateway_id, socket_id = session.gateway_id, session.socket_id
+            if socket_id is None or gateway_id is None:
+                continue
+            try:
+                await self.store.detach(session.session_id, session.epoch, socket_id.hex(),
+                                        session.last_seq, self.grace_ms)
+            except REDIS_FAILURES as exc:
+                log.error("Could not detach SessionId=%d at shutdown: %s",
+                          session.session_id, exc)
+            self.kick(gateway_id, socket_id, KickReason.SERVER_SHUTDOWN)
+            self.sessions.forget(session)
+        self.link.flush()
+
+
+def _reattached_or_gone(session: Session) -> bool:
+    """After an await: did a RECONNECT re-attach the session, or did it end meanwhile?"""
+    return session.socket_id is not None or session.closed

@@ -1,0 +1,30 @@
+-- Group commit of one event-loop tick's state changes, fenced per session by its epoch.
+-- ARGV: prefix, cache_size, lease_ms, then per session:
+--   sid, epoch, user_id, x, y, moves, last_seq, n, resp_1 .. resp_n
+-- Writes player state, the sequence watermark and the cached responses atomically.
+-- Returns the session ids whose epoch no longer matches (their changes were NOT written).
+local p, cache, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local fenced = {}
+local i = 4
+while i <= #ARGV do
+  local sid, epoch, uid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local n = tonumber(ARGV[i + 7])
+  local sk = p .. 'sess:' .. sid
+  if redis.call('HGET', sk, 'epoch') == epoch then
+    redis.call('HSET', p .. 'player:' .. uid, 'x', ARGV[i + 3], 'y', ARGV[i + 4],
+      'moves', ARGV[i + 5])
+    local old = tonumber(redis.call('HGET', sk, 'last_seq') or '0')
+    if tonumber(ARGV[i + 6]) > old then redis.call('HSET', sk, 'last_seq', ARGV[i + 6]) end
+    if n > 0 then
+      local rk = sk .. ':resp'
+      for j = 1, n do redis.call('LPUSH', rk, ARGV[i + 7 + j]) end
+      redis.call('LTRIM', rk, 0, cache - 1)
+      local ttl = redis.call('PTTL', sk)
+      if ttl > 0 then redis.call('PEXPIRE', rk, ttl) end
+    end
+  else
+    fenced[#fenced + 1] = sid
+  end
+  i = i + 8 + n
+end
+return fenced

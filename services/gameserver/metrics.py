@@ -1,0 +1,78 @@
+"""Every GameServer metric in one place (documented in docs/OPERATIONS.md).
+
+Per-message metrics use servicekit.fastmetrics (no lock, no per-update label lookup);
+the rest are ordinary prometheus-client metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+from servicekit.fastmetrics import FastCounter, FastHistogram, register_fast
+
+NS = "gameserver"
+
+handler_duration = FastHistogram(
+    f"{NS}_handler_duration_seconds",
+    "Time spent in the middleware pipeline and handler, by message type",
+    ["msg_type"],
+)
+requests = FastCounter(
+    f"{NS}_requests_total", "Client requests handled, by message type and result",
+    ["msg_type", "result"],
+)
+duplicates = FastCounter(
+    f"{NS}_duplicate_requests_total",
+    "Requests whose sequence id was already processed, by outcome (cached|rejected)",
+    ["outcome"],
+)
+p2p_records = FastCounter(
+    f"{NS}_p2p_records_total", "Data-plane records exchanged with Gateways, by direction",
+    ["direction"],
+)
+register_fast([handler_duration, requests, duplicates, p2p_records])
+
+sessions_active = Gauge(f"{NS}_sessions_active", "Sessions attached to this GameServer")
+sessions_created = Counter(f"{NS}_sessions_created_total", "Sessions created by LOGIN")
+sessions_resumed = Counter(
+    f"{NS}_sessions_resumed_total", "Sessions resumed, by how (reconnect|adopt)", ["how"]
+)
+sessions_kicked = Counter(
+    f"{NS}_sessions_kicked_total", "Sockets kicked by this GameServer, by reason", ["reason"]
+)
+sessions_detached = Counter(
+    f"{NS}_sessions_detached_total", "Sessions whose socket went away, now in reconnect grace"
+)
+sessions_expired = Counter(
+    f"{NS}_sessions_expired_total",
+    "Detached sessions that were not resumed within the grace period",
+)
+sessions_logged_out = Counter(f"{NS}_sessions_logged_out_total", "Sessions ended by LOGOUT")
+sessions_fenced = Counter(
+    f"{NS}_sessions_fenced_total",
+    "Sessions dropped because another owner took them over (epoch mismatch)",
+)
+redis_duration = Histogram(
+    f"{NS}_redis_operation_duration_seconds", "Redis operation latency, by operation",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+redis_errors = Counter(
+    f"{NS}_redis_errors_total", "Failed Redis operations, by operation", ["operation"]
+)
+commit_batch_sessions = Histogram(
+    f"{NS}_commit_batch_sessions", "Sessions written per group commit",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+)
+commits_pending = Gauge(
+    f"{NS}_commits_pending", "State changes waiting to reach Redis (responses held back)"
+)
+gateways_connected = Gauge(
+    f"{NS}_gateways_connected", "Gateways that said HELLO within the liveness window"
+)
+p2p_dropped = Counter(
+    f"{NS}_p2p_dropped_messages_total",
+    "Data-plane batches to a Gateway that could not be sent, by reason", ["reason"],
+)
+node_info = Gauge(f"{NS}_node_info", "Constant 1, labelled with this node's identity",
+                  ["node_id", "instance"])
+ready = Gauge(f"{NS}_ready", "1 when /readyz answers ready")

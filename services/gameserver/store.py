@@ -1,0 +1,194 @@
+"""Sessions in Redis, the single source of truth: every multi-key change is one Lua script.
+
+The scripts live in ``lua/`` and are documented in docs/SESSION_LIFECYCLE.md. Each call is
+timed and counted per operation, so a slow or failing Redis shows up in the dashboards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from gameserver import metrics
+from gameserver.keys import Keys
+from gameserver.state import PlayerState
+
+SEQ_BYTES = 8
+
+
+def _script_text(name: str) -> str:
+    return resources.files("gameserver").joinpath("lua", f"{name}.lua").read_text()
+
+
+def _text(value: Any) -> str:
+    if value is None or value is False:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(slots=True)
+class LoginResult:
+    session_id: int
+    old_session_id: int | None
+    old_node_id: int | None
+    old_gateway: bytes | None
+    old_socket: bytes | None
+    player: PlayerState
+
+
+@dataclass(slots=True)
+class ResumeResult:
+    user_id: int
+    epoch: int
+    last_seq: int
+    old_gateway: bytes | None
+    old_socket: bytes | None
+    old_attached: bool
+    old_node_id: int | None
+    player: PlayerState
+    responses: list[tuple[int, bytes]]  # newest first
+
+
+class ResumeRejected(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(slots=True)
+class SessionWrite:
+    """One session's part of a group commit."""
+
+    session_id: int
+    epoch: int
+    user_id: int
+    player: PlayerState
+    last_seq: int
+    responses: list[tuple[int, bytes]]
+
+
+class SessionStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, owner: str, node_id: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.owner = owner
+        self.node_id = node_id
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_script_text(name))
+            for name in ("login", "resume", "commit", "detach", "logout", "renew",
+                         "node_claim", "node_release")
+        }
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return await self._scripts[name](keys=list(keys), args=list(args))
+        except Exception:
+            metrics.redis_errors.labels(name).inc()
+            raise
+        finally:
+            metrics.redis_duration.labels(name).observe(time.perf_counter() - start)
+
+    async def ping(self) -> None:
+        start = time.perf_counter()
+        try:
+            await self.client.ping()
+        except Exception:
+            metrics.redis_errors.labels("ping").inc()
+            raise
+        finally:
+            metrics.redis_duration.labels("ping").observe(time.perf_counter() - start)
+
+    async def login(
+        self, user_id: int, key_hash: str, gateway: bytes, socket_hex: str, login_seq: int,
+        lease_ms: int, tomb_ms: int,
+    ) -> LoginResult:
+        r = await self._run("login", (), (
+            self.keys.prefix, user_id, key_hash, self.owner, self.node_id, gateway.decode(),
+            socket_hex, login_seq, lease_ms, int(time.time() * 1000), tomb_ms,
+        ))
+        old_sid = int(r[1]) if r[1] else None
+        return LoginResult(
+            session_id=int(r[0]),
+            old_session_id=old_sid,
+            old_node_id=int(r[2]) if r[2] else None,
+            old_gateway=r[3] if r[3] else None,
+            old_socket=bytes.fromhex(_text(r[4])) if r[4] and r[5] == b"1" else None,
+            player=PlayerState.from_redis(r[6], r[7], r[8]),
+        )
+
+    async def resume(
+        self, session_id: int, key_hash: str, new_key_hash: str, gateway: bytes,
+        socket_hex: str, lease_ms: int,
+    ) -> ResumeResult:
+        """RECONNECT (with a key) or adoption of a pinned socket (``key_hash=''``)."""
+        r = await self._run("resume", (), (
+            self.keys.prefix, session_id, key_hash, new_key_hash, self.owner, self.node_id,
+            gateway.decode(), socket_hex, lease_ms,
+        ))
+        if r[0] == b"ERR":
+            raise ResumeRejected(_text(r[1]))
+        responses = []
+        for entry in r[11:]:
+            responses.append((int.from_bytes(entry[:SEQ_BYTES], "big"), bytes(entry[SEQ_BYTES:])))
+        old_socket_text = _text(r[5])
+        return ResumeResult(
+            user_id=int(r[1]),
+            epoch=int(r[2]),
+            last_seq=int(r[3] or 0),
+            old_gateway=r[4] if r[4] else None,
+            old_socket=bytes.fromhex(old_socket_text) if old_socket_text else None,
+            old_attached=r[6] == b"1",
+            old_node_id=int(r[7]) if r[7] else None,
+            player=PlayerState.from_redis(r[8], r[9], r[10]),
+            responses=responses,
+        )
+
+    async def commit(self, writes: Sequence[SessionWrite], cache_size: int,
+                     lease_ms: int) -> set[int]:
+        """Write all changes atomically; returns the fenced session ids (not written)."""
+        args: list[Any] = [self.keys.prefix, cache_size, lease_ms]
+        for w in writes:
+            args += [w.session_id, w.epoch, w.user_id, repr(w.player.x), repr(w.player.y),
+                     w.player.moves, w.last_seq, len(w.responses)]
+            args += [seq.to_bytes(SEQ_BYTES, "big") + body for seq, body in w.responses]
+        fenced = await self._run("commit", (), args)
+        return {int(sid) for sid in fenced}
+
+    async def detach(self, session_id: int, epoch: int, socket_hex: str, last_seq: int,
+                     grace_ms: int) -> bool:
+        r = await self._run("detach", (), (
+            self.keys.prefix, session_id, epoch, socket_hex, last_seq, grace_ms))
+        return bool(r)
+
+    async def logout(self, session_id: int, epoch: int) -> bool:
+        return bool(await self._run("logout", (), (self.keys.prefix, session_id, epoch)))
+
+    async def renew(self, session_ids: Sequence[int], lease_ms: int) -> set[int]:
+        lost = await self._run("renew", (), (self.keys.prefix, self.owner, lease_ms,
+                                              *session_ids))
+        return {int(sid) for sid in lost}
+
+    async def session_exists(self, session_id: int) -> bool:
+        return bool(await self.client.exists(self.keys.session(session_id)))
+
+    async def claim_node(self, ttl_ms: int, fields: dict[str, str | int]) -> str | None:
+        """Register or refresh this node; returns the other holder's instance on conflict."""
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        holder = await self._run(
+            "node_claim", (self.keys.node(self.node_id), self.keys.nodes),
+            (self.node_id, self.owner, ttl_ms, *flat),
+        )
+        return _text(holder) or None
+
+    async def release_node(self) -> None:
+        await self._run("node_release", (self.keys.node(self.node_id), self.keys.nodes),
+                        (self.node_id, self.owner))

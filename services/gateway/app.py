@@ -1,0 +1,167 @@
+"""Wires the Gateway together and runs it until SIGTERM/SIGINT, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import time
+
+import orjson
+import redis.asyncio as aioredis
+import zmq
+from protocol.internal import gateway_routing_id
+from protocol.messages import KickReason
+from servicekit.config import describe
+from servicekit.http import start_ops_server
+from servicekit.redis_url import display_address, to_redis_url
+
+from gateway import metrics
+from gateway.config import GatewayConfig
+from gateway.connection import ClientConnection
+from gateway.discovery import read_registry
+from gateway.links import GameServerLinks
+from gateway.relay import Relay
+
+log = logging.getLogger("gateway")
+
+REDIS_FAILURES = (aioredis.RedisError, OSError)
+
+
+class GatewayApp:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.redis_address = display_address(config.redis_connection)
+        self.redis = aioredis.from_url(
+            to_redis_url(config.redis_connection),
+            socket_timeout=3.0, socket_connect_timeout=2.0, health_check_interval=10,
+        )
+        self.zmq = zmq.Context()
+        self.relay = Relay(config.max_connections, config.max_send_buffer_bytes)
+        self.stopping = asyncio.Event()
+        self.redis_ok = True
+        self.listening = False
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.listening or not self.relay.accepting:
+            return False, "not accepting clients (starting or draining)"
+        links = self.relay.links
+        live = len(links.live()) if links is not None else 0
+        if live == 0:
+            return False, "no live GameServer"
+        return True, f"ready: {live} GameServer(s), {len(self.relay.connections)} clients"
+
+    async def run(self) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        log.info("Gateway starting: node %d %s", config.node_id, describe(config))
+        try:
+            ops = await start_ops_server(config.metrics_host, config.metrics_port,
+                                         self.readiness)
+        except OSError as exc:
+            return _bind_failed(exc, config.metrics_port, "GATEWAY_METRICS_PORT")
+        liveness = max(3 * config.discovery_interval_s, 3.0)
+        links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id),
+                                self.relay.on_records, self.relay.on_undeliverable, liveness)
+        self.relay.links = links
+        try:
+            server = await loop.create_server(
+                lambda: ClientConnection(self.relay, config.max_frame_bytes),
+                config.client_host, config.client_port, reuse_address=True, backlog=4096,
+            )
+        except OSError as exc:
+            links.close()
+            ops.close()
+            return _bind_failed(exc, config.client_port, "GATEWAY_CLIENT_PORT")
+        self.listening = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
+        tasks = [asyncio.create_task(self._discovery_loop()),
+                 asyncio.create_task(self._idle_sweep_loop())]
+        await self.stopping.wait()
+        await self._drain(server)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        links.close()
+        ops.close()
+        await self.redis.aclose()
+        self.zmq.term()
+        log.info("Gateway stopped: node %d", config.node_id)
+        return 0
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            log.info("%s received: draining", sig.name)
+            self.stopping.set()
+
+    async def _discovery_loop(self) -> None:
+        links = self.relay.links
+        assert links is not None
+        hello = orjson.dumps({"gateway_id": self.config.node_id})
+        while True:
+            try:
+                registry = await read_registry(self.redis)
+            except REDIS_FAILURES as exc:
+                if self.redis_ok:
+                    log.error("Redis is NOT reachable at %s (%s); keeping the last known "
+                              "GameServers and retrying", self.redis_address, exc)
+                self.redis_ok = False
+            else:
+                if not self.redis_ok:
+                    log.info("Redis is reachable again at %s", self.redis_address)
+                self.redis_ok = True
+                links.update(registry)
+                metrics.gameservers_known.set(len(registry))
+            links.say_hello(hello)
+            metrics.gameservers_live.set(len(links.live()))
+            metrics.pinned_sockets.set(
+                sum(1 for c in self.relay.connections.values() if c.session_id))
+            metrics.ready.set(1 if self.readiness()[0] else 0)
+            await asyncio.sleep(self.config.discovery_interval_s)
+
+    async def _idle_sweep_loop(self) -> None:
+        timeout = self.config.idle_timeout_s
+        interval = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.relay.connections.values()):
+                if conn.active:
+                    conn.active = False
+                    conn.idle_since = now
+                elif now - conn.idle_since >= timeout and not conn.closing:
+                    self.relay.kick_idle(conn)
+
+    async def _drain(self, server: asyncio.Server) -> None:
+        """Stop accepting, tell every client SERVER_SHUTDOWN, give them a grace to go."""
+        relay = self.relay
+        relay.accepting = False
+        metrics.ready.set(0)
+        server.close()
+        count = len(relay.connections)
+        log.info("Draining %d client connections (grace %.1fs)", count,
+                 self.config.drain_grace_s)
+        emptied = asyncio.Event()
+        relay.on_empty = emptied.set
+        relay.kick_all(KickReason.SERVER_SHUTDOWN, "shutdown")
+        if relay.connections:
+            try:
+                await asyncio.wait_for(emptied.wait(), self.config.drain_grace_s)
+            except TimeoutError:
+                log.warning("Drain grace over: aborting %d connections",
+                            len(relay.connections))
+                for conn in list(relay.connections.values()):
+                    conn.abort()
+        if relay.links is not None:
+            relay.links.flush()
+
+
+def _bind_failed(exc: OSError, port: int, variable: str) -> int:
+    if exc.errno == errno.EADDRINUSE:
+        log.error("Address already in use: port %d (%s)", port, variable)
+    else:
+        log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
+    return 1

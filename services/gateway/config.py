@@ -1,0 +1,61 @@
+"""Gateway settings: each one an environment variable and a ``--flag`` (see ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servicekit.config import ConfigError, setting
+from servicekit.logs import LEVELS
+from servicekit.redis_url import to_redis_url
+
+DEFAULT_REDIS = "redis-dev.k8s.home:6379"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    redis_connection: str = setting(
+        DEFAULT_REDIS, env="REDIS_CONNECTION",
+        help="Redis with the GameServer registry: HOST:PORT or redis://[:password@]host:port/db",
+    )
+    node_id: int = setting(1, env="GATEWAY_NODE_ID", help="this Gateway's id", min=1, max=65535)
+    client_host: str = setting("0.0.0.0", env="GATEWAY_CLIENT_HOST",
+                               help="address game clients connect to")
+    client_port: int = setting(5000, env="GATEWAY_CLIENT_PORT",
+                               help="TCP port game clients connect to", min=0, max=65535)
+    p2p_port: int = setting(8001, env="GATEWAY_P2P_PORT",
+                            help="ZeroMQ ROUTER port of this Gateway (data plane)",
+                            min=0, max=65535)
+    metrics_host: str = setting("0.0.0.0", env="GATEWAY_METRICS_HOST",
+                                help="address of /metrics, /healthz, /readyz")
+    metrics_port: int = setting(8080, env="GATEWAY_METRICS_PORT",
+                                help="port of /metrics, /healthz, /readyz", min=0, max=65535)
+    log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
+                             choices=LEVELS)
+    log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
+                              choices=("text", "json"))
+    max_frame_bytes: int = setting(65536, env="MAX_FRAME_BYTES",
+                                   help="largest accepted frame length field", min=64,
+                                   max=16 * 1024 * 1024)
+    idle_timeout_s: float = setting(30.0, env="IDLE_TIMEOUT_S",
+                                    help="seconds without a client frame before IDLE_TIMEOUT",
+                                    min=0.1)
+    max_connections: int = setting(50000, env="GATEWAY_MAX_CONNECTIONS",
+                                   help="client connections accepted at once", min=1)
+    max_send_buffer_bytes: int = setting(
+        1 << 20, env="GATEWAY_MAX_SEND_BUFFER_BYTES",
+        help="bytes queued for a client that does not read before it is disconnected",
+        min=4096)
+    discovery_interval_s: float = setting(
+        1.0, env="DISCOVERY_INTERVAL_S", help="how often the GameServer registry is read",
+        min=0.05)
+    drain_grace_s: float = setting(
+        5.0, env="GATEWAY_DRAIN_GRACE_S",
+        help="on SIGTERM: seconds clients get after SERVER_SHUTDOWN before sockets close",
+        min=0.0)
+
+    def validate(self) -> None:
+        to_redis_url(self.redis_connection)
+        if self.max_send_buffer_bytes < self.max_frame_bytes:
+            raise ConfigError(
+                "GATEWAY_MAX_SEND_BUFFER_BYTES must be at least MAX_FRAME_BYTES"
+            )

@@ -1,0 +1,91 @@
+"""One client TCP connection: framing and flow control only, everything else is the relay's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, cast
+
+from protocol.frame import FrameSplitter
+
+if TYPE_CHECKING:
+    from gateway.relay import Relay
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "active",
+        "closing",
+        "idle_since",
+        "node",
+        "paused",
+        "relay",
+        "session_id",
+        "socket_id",
+        "splitter",
+        "transport",
+    )
+
+    def __init__(self, relay: Relay, max_frame_bytes: int) -> None:
+        self.relay = relay
+        self.socket_id = uuid.uuid4().bytes
+        self.splitter = FrameSplitter(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        #: Routing id of the GameServer this socket talks to (tentative until pinned).
+        self.node: bytes | None = None
+        self.session_id = 0
+        self.paused = False
+        self.closing = False
+        #: Set by every read; the idle sweep clears it (cheaper than a clock read per read).
+        self.active = True
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.relay.on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.active = True
+        frames = self.splitter.feed(data)
+        if frames:
+            self.relay.forward(self, frames, len(data))
+        if self.splitter.error is not None:
+            self.relay.protocol_error(self, str(self.splitter.error))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.on_disconnect(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.relay.check_backpressure(self)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        transport.write(data)
+        if self.paused:
+            self.relay.check_backpressure(self)
+
+    def close(self, final: bytes = b"") -> None:
+        """Write ``final`` (a KICKOUT_NTF, say), then close once the buffer has drained."""
+        if self.closing or self.transport is None:
+            return
+        if final:
+            self.transport.write(final)
+        self.closing = True
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,205 @@
+"""The Gateway's routing core: client frames to GameServers, their records back to sockets.
+
+It never parses a payload. Per client frame it does a dict lookup and appends to a batch;
+per record from a GameServer, a dict lookup and a socket write. Frames for which no
+GameServer can be reached are answered with ``ERROR_RES SERVER_UNAVAILABLE`` right here,
+so no request goes unanswered because of a routing problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from protocol.frame import HEADER
+from protocol.internal import Kind, MalformedBatch, Record, format_socket_id, iter_records
+from protocol.messages import ErrorCode, KickReason, MsgType
+from protocol.payload import encode_message
+
+from gateway import metrics
+from gateway.connection import ClientConnection
+from gateway.links import GameServerLinks
+
+log = logging.getLogger("gateway")
+
+
+def kickout_frame(reason: KickReason) -> bytes:
+    return encode_message(MsgType.KICKOUT_NTF, 0, {"reason": reason.value})
+
+
+def error_frame(sequence_id: int, code: ErrorCode, message: str) -> bytes:
+    return encode_message(MsgType.ERROR_RES, sequence_id, {"code": code.value,
+                                                           "message": message})
+
+
+class Relay:
+    def __init__(self, max_connections: int, max_send_buffer_bytes: int) -> None:
+        self.connections: dict[bytes, ClientConnection] = {}
+        self.max_connections = max_connections
+        self.max_send_buffer_bytes = max_send_buffer_bytes
+        self.links: GameServerLinks | None = None
+        self.accepting = True
+        self.debug = log.isEnabledFor(logging.DEBUG)
+        self._frames_in = metrics.frames.child("in")
+        self._frames_out = metrics.frames.child("out")
+        self._bytes_in = metrics.bytes_.child("in")
+        self._bytes_out = metrics.bytes_.child("out")
+        self.on_empty: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------- client side
+    def on_connect(self, conn: ClientConnection) -> None:
+        if not self.accepting:
+            metrics.rejected_connections.labels("draining").inc()
+            conn.close(kickout_frame(KickReason.SERVER_SHUTDOWN))
+            return
+        if len(self.connections) >= self.max_connections:
+            metrics.rejected_connections.labels("max_connections").inc()
+            log.warning("Connection refused: GATEWAY_MAX_CONNECTIONS=%d reached",
+                        self.max_connections)
+            conn.abort()
+            return
+        assert conn.transport is not None
+        conn.transport.set_write_buffer_limits(high=min(self.max_send_buffer_bytes // 4, 262144))
+        self.connections[conn.socket_id] = conn
+        metrics.connections.inc()
+        metrics.connected_clients.set(len(self.connections))
+        log.info("Client connected: SocketId=%s", _sid(conn))
+
+    def forward(self, conn: ClientConnection, frames: list[bytes], size: int) -> None:
+        self._frames_in[0] += len(frames)
+        self._bytes_in[0] += size
+        if self.debug:
+            for frame in frames:
+                log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
+        links = self.links
+        assert links is not None
+        node = conn.node
+        if node is None or (not conn.session_id and not links.is_live(node)):
+            upstream = links.choose()
+            if upstream is None:
+                for frame in frames:
+                    self._answer_unavailable(conn, frame, "no_gameserver")
+                return
+            node = conn.node = upstream.routing_id
+        send = links.send
+        socket_id = conn.socket_id
+        session_id = conn.session_id
+        for frame in frames:
+            send(node, Kind.FRAME, socket_id, session_id, frame)
+
+    def _answer_unavailable(self, conn: ClientConnection, frame: bytes, reason: str) -> None:
+        metrics.dropped_frames.labels(reason).inc()
+        sequence_id = HEADER.unpack_from(frame, 0)[4]
+        conn.write(error_frame(sequence_id, ErrorCode.SERVER_UNAVAILABLE,
+                               "no GameServer could take this request; retry shortly"))
+
+    def protocol_error(self, conn: ClientConnection, detail: str) -> None:
+        metrics.protocol_errors.inc()
+        log.warning("Protocol error, closing: Socket=%s: %s", _sid(conn), detail)
+        self._close(conn, KickReason.PROTOCOL_ERROR, "protocol_error")
+
+    def kick_idle(self, conn: ClientConnection) -> None:
+        log.info("Idle timeout, closing: Socket=%s", _sid(conn))
+        self._close(conn, KickReason.IDLE_TIMEOUT, "idle_timeout")
+
+    def _close(self, conn: ClientConnection, reason: KickReason, label: str) -> None:
+        if conn.closing:
+            return
+        metrics.disconnects.labels(label).inc()
+        conn.close(kickout_frame(reason))
+        self._notify_closed(conn, label)
+
+    def check_backpressure(self, conn: ClientConnection) -> None:
+        transport = conn.transport
+        if transport is None or conn.closing:
+            return
+        if transport.get_write_buffer_size() > self.max_send_buffer_bytes:
+            metrics.backpressure_disconnects.inc()
+            metrics.disconnects.labels("backpressure").inc()
+            log.warning("Client not reading, disconnecting: Socket=%s, Buffered=%d bytes",
+                        _sid(conn), transport.get_write_buffer_size())
+            conn.abort()
+            self._notify_closed(conn, "backpressure")
+
+    def on_disconnect(self, conn: ClientConnection) -> None:
+        if self.connections.pop(conn.socket_id, None) is None:
+            return
+        if not conn.closing:
+            conn.closing = True
+            metrics.disconnects.labels("client_closed").inc()
+            self._notify_closed(conn, "client_closed")
+        metrics.connected_clients.set(len(self.connections))
+        log.info("Client disconnected: SocketId=%s", _sid(conn))
+        if not self.connections and self.on_empty is not None:
+            self.on_empty()
+
+    def _notify_closed(self, conn: ClientConnection, reason: str) -> None:
+        """Tell the socket's GameServer once, so the session enters its reconnect grace."""
+        if conn.node is not None and self.links is not None:
+            self.links.send(conn.node, Kind.CLOSED, conn.socket_id, conn.session_id,
+                            reason.encode())
+            conn.node = None
+
+    # ------------------------------------------------------------- GameServer side
+    def on_records(self, routing_id: bytes, records: list[Record]) -> None:
+        connections = self.connections
+        frames_out = 0
+        bytes_out = 0
+        for kind, socket_id, arg, body in records:
+            if kind == Kind.SEND:
+                conn = connections.get(socket_id)
+                if conn is None:
+                    metrics.unroutable_records.labels("send").inc()
+                    continue
+                conn.write(body)
+                frames_out += 1
+                bytes_out += len(body)
+            elif kind == Kind.PIN:
+                conn = connections.get(socket_id)
+                if conn is None:
+                    metrics.unroutable_records.labels("pin").inc()
+                    continue
+                conn.session_id = arg
+                conn.node = body or routing_id
+                if arg:
+                    log.info("Session pinned: SocketId=%s, SessionId=%d", _sid(conn), arg)
+            elif kind == Kind.CLOSE:
+                conn = connections.get(socket_id)
+                if conn is None:
+                    continue
+                if not conn.closing:
+                    metrics.disconnects.labels("kicked").inc()
+                    conn.close(body)
+                    # The GameServer asked for this; it still gets CLOSED to tidy up its side.
+                    self._notify_closed(conn, "closed_by_server")
+            elif kind == Kind.HELLO_ACK and self.links is not None:
+                self.links.on_ack(routing_id, arg, body)
+        self._frames_out[0] += frames_out
+        self._bytes_out[0] += bytes_out
+
+    def on_undeliverable(self, routing_id: bytes, batch: bytes, reason: str) -> None:
+        """A batch for a GameServer could not be queued: answer every request in it."""
+        try:
+            records = list(iter_records(batch))
+        except MalformedBatch:
+            return
+        frames = [r for r in records if r.kind == Kind.FRAME]
+        if frames:
+            log.warning("GameServer %s unreachable (%s): answering %d requests with "
+                        "SERVER_UNAVAILABLE", routing_id.decode(errors="replace"), reason,
+                        len(frames))
+        for record in frames:
+            conn = self.connections.get(record.socket_id)
+            if conn is not None:
+                self._answer_unavailable(conn, record.body, reason)
+                if not conn.session_id:
+                    conn.node = None  # let the next frame pick another GameServer
+
+    # ------------------------------------------------------------- shutdown
+    def kick_all(self, reason: KickReason, label: str) -> None:
+        for conn in list(self.connections.values()):
+            self._close(conn, reason, label)
+
+
+def _sid(conn: ClientConnection) -> str:
+    return format_socket_id(conn.socket_id)
