@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import secrets
@@ -10,12 +11,12 @@ import signal
 import socket
 import time
 
-import redis.asyncio as aioredis
 import zmq
 from protocol.internal import gameserver_routing_id
 from servicekit.config import describe
 from servicekit.http import start_ops_server
-from servicekit.redis_url import display_address, to_redis_url
+from servicekit.redis_client import open_redis
+from servicekit.redis_url import display_address
 
 from gameserver import metrics
 from gameserver.config import GameServerConfig
@@ -46,10 +47,7 @@ class GameServerApp:
         self.config = config
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
-        self.redis = aioredis.from_url(
-            to_redis_url(config.redis_connection),
-            socket_timeout=3.0, socket_connect_timeout=2.0, health_check_interval=10,
-        )
+        self.redis = open_redis(config.redis_connection)
         self.store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{config.node_id}:{self.instance}",
                                   config.node_id)
         self.zmq = zmq.Context()
@@ -133,6 +131,8 @@ class GameServerApp:
         config = self.config
         ttl_ms = int(config.node_ttl_s * 1000)
         first = True
+        waited = False
+        claim_deadline = time.monotonic() + 2 * config.node_ttl_s
         while True:
             assert self.hub is not None
             try:
@@ -146,6 +146,16 @@ class GameServerApp:
                 self.redis_ok = False
             else:
                 if holder is not None:
+                    if first and time.monotonic() < claim_deadline:
+                        # Most likely our own previous incarnation (kill -9, restart): its
+                        # entry expires within NODE_TTL_S unless that process is still alive.
+                        if not waited:
+                            log.warning("Node id %d is held by instance %s; waiting up to "
+                                        "%.1fs for that entry to expire", config.node_id,
+                                        holder, 2 * config.node_ttl_s)
+                            waited = True
+                        await asyncio.sleep(min(config.heartbeat_s, 0.25))
+                        continue
                     log.error("%s", NodeIdConflict(config.node_id, holder))
                     self.exit_code = 1
                     self.stopping.set()
@@ -160,6 +170,9 @@ class GameServerApp:
                     first = False
                 metrics.ready.set(1 if self.readiness()[0] else 0)
             metrics.gateways_connected.set(len(self.hub.link.live_gateways()))
+            if self.redis_ok:
+                with contextlib.suppress(*REDIS_FAILURES):  # counted next time round
+                    await self.hub.count_expired()
             await asyncio.sleep(config.heartbeat_s)
 
     async def _lease_loop(self) -> None:

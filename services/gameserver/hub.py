@@ -71,6 +71,8 @@ class Hub:
         self.router = router
         self._pipeline = compose(middlewares, router)
         self._busy: dict[bytes, deque[_Item]] = {}
+        #: Sessions detached here: session id -> when their grace ends (for the expiry metric).
+        self._in_grace: dict[int, float] = {}
         self._loop = asyncio.get_running_loop()
         self.accepting = True
         log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
@@ -254,6 +256,7 @@ class Hub:
         if previous_user_session is not None and previous_user_session is not session:
             self.sessions.forget(previous_user_session)
         self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
+        self._in_grace.pop(session_id, None)
         ctx.session = session
         metrics.sessions_active.set(len(self.sessions))
         self.pin(session)
@@ -322,6 +325,7 @@ class Hub:
             self.sessions.forget(session)
         metrics.sessions_active.set(len(self.sessions))
         if detached:
+            self._in_grace[session.session_id] = self._loop.time() + self.config.reconnect_grace_s
             metrics.sessions_detached.inc()
             log.info("Session detached: SessionId=%d, Socket=%s, Reason=%s, resumable for %ss",
                      session.session_id, format_socket_id(socket_id), reason,
@@ -347,6 +351,16 @@ class Hub:
                 session = self.sessions.by_id.get(sid)
                 if session is not None:
                     self._on_fenced(session)
+
+    async def count_expired(self) -> None:
+        """Sessions detached here whose grace has passed and that Redis no longer holds
+        were not resumed (approximate: one resumed elsewhere and logged out counts too)."""
+        now = self._loop.time()
+        due = [sid for sid, deadline in self._in_grace.items() if deadline + 1.0 <= now]
+        for sid in due:
+            del self._in_grace[sid]
+            if not await self.store.session_exists(sid):
+                metrics.sessions_expired.inc()
 
     async def shutdown(self) -> None:
         """Stop taking sessions, commit everything, leave sessions resumable, kick sockets

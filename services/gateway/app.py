@@ -15,7 +15,8 @@ from protocol.internal import gateway_routing_id
 from protocol.messages import KickReason
 from servicekit.config import describe
 from servicekit.http import start_ops_server
-from servicekit.redis_url import display_address, to_redis_url
+from servicekit.redis_client import open_redis
+from servicekit.redis_url import display_address
 
 from gateway import metrics
 from gateway.config import GatewayConfig
@@ -33,10 +34,7 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.redis_address = display_address(config.redis_connection)
-        self.redis = aioredis.from_url(
-            to_redis_url(config.redis_connection),
-            socket_timeout=3.0, socket_connect_timeout=2.0, health_check_interval=10,
-        )
+        self.redis = open_redis(config.redis_connection)
         self.zmq = zmq.Context()
         self.relay = Relay(config.max_connections, config.max_send_buffer_bytes)
         self.stopping = asyncio.Event()

@@ -22,9 +22,10 @@ class GatewayConfig:
                                help="address game clients connect to")
     client_port: int = setting(5000, env="GATEWAY_CLIENT_PORT",
                                help="TCP port game clients connect to", min=0, max=65535)
-    p2p_port: int = setting(8001, env="GATEWAY_P2P_PORT",
-                            help="ZeroMQ ROUTER port of this Gateway (data plane)",
-                            min=0, max=65535)
+    p2p_port: int = setting(
+        8001, env="GATEWAY_P2P_PORT",
+        help="reserved for GameServer-initiated P2P connections; v1 Gateways dial the "
+        "GameServers' P2P ports instead and do not listen here", min=0, max=65535)
     metrics_host: str = setting("0.0.0.0", env="GATEWAY_METRICS_HOST",
                                 help="address of /metrics, /healthz, /readyz")
     metrics_port: int = setting(8080, env="GATEWAY_METRICS_PORT",
