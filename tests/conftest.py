@@ -1,0 +1,215 @@
+"""Fixtures shared by all tests: Redis servers, running backbones, hypothesis profiles.
+
+Fixture overview (details in each docstring and in tests/support/):
+
+* ``redis_server`` (session) - one Redis for the whole run.
+* ``redis_factory`` (function) - private ``redis-server`` processes a test can stop/restart.
+* ``system`` (module) - one GameServer + one Gateway on the session Redis, shared by the
+  tests of a module (they must use distinct user ids). A module may set ``SYSTEM_ENV =
+  {...}`` to give its shared system extra environment (e.g. ``{"IDLE_TIMEOUT_S": "1"}``).
+* ``system_factory`` (function) - clusters of a test's own, on a private Redis by default.
+* ``process_group`` (function) - for tests that start raw service processes themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.support.cluster import Cluster
+from tests.support.processes import ProcessGroup, live_services, stop_all_processes
+from tests.support.redis_servers import (
+    LocalRedisServer,
+    RedisServer,
+    RedisUnavailable,
+    redis_binary,
+    start_private_redis,
+    start_shared_redis,
+)
+
+# --- hypothesis ----------------------------------------------------------------------------
+# No deadline: a CI machine running services in parallel makes single examples slow now and
+# then, and a timing failure there says nothing about the protocol. CI derandomizes so a red
+# build can be reproduced; locally, examples vary from run to run to find more.
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, max_examples=200, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, max_examples=100)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
+
+
+# --- failure reports -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log tail of every running service to a failed test's report.
+
+    Most integration failures are explained by a line the Gateway or GameServer logged, and
+    the log files under tmp_path are gone from CI once the run ends.
+    """
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for process in live_services():
+            report.sections.append(
+                (f"{process.name} log ({process.log_path})", process.log_tail(60))
+            )
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Kill anything a crashed fixture left running, before pytest reports and exits."""
+    stop_all_processes()
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis for the run: testcontainers if a Docker engine answers, else ``redis-server``.
+
+    Yields a :class:`~tests.support.redis_servers.RedisServer`: ``.host``, ``.port``,
+    ``.url`` (``redis://host:port/0``), ``.connection`` (``host:port``), ``.client()``,
+    ``.ping()``, ``.flush()``. Skips (does not fail) when neither way works, naming both.
+    """
+    try:
+        server = start_shared_redis(tmp_path_factory.mktemp("redis-shared"))
+    except RedisUnavailable as exc:
+        pytest.skip(
+            "no Redis for tests: needs a Docker engine (testcontainers) or a redis-server "
+            f"binary on PATH ({exc})"
+        )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+RedisFactory = Callable[..., LocalRedisServer]
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
+    """Start private local ``redis-server`` processes: ``redis_factory(persistent=True,
+    port=None, start=True) -> LocalRedisServer``.
+
+    Each has its own data dir under ``tmp_path``. ``persistent=True`` (the default) keeps
+    every acknowledged write on disk (AOF, fsync always), so ``server.stop()`` /
+    ``server.kill()`` then ``server.start()`` comes back on the same port with the same data.
+    Skips when there is no ``redis-server`` binary (Docker cannot restart on the same port).
+    """
+    if redis_binary() is None:
+        pytest.skip("redis_factory needs a redis-server binary on PATH (apt-get install "
+                    "redis-server); Docker containers cannot be restarted on the same port")
+    servers: list[LocalRedisServer] = []
+    counter = 0
+
+    def make(
+        *, persistent: bool = True, port: int | None = None, start: bool = True
+    ) -> LocalRedisServer:
+        nonlocal counter
+        counter += 1
+        server = LocalRedisServer(tmp_path / f"redis-{counter}", port=port, persistent=persistent)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.close()
+
+
+# --- running backbones -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def system(
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    """One GameServer then one Gateway, ready, shared by every test of the module.
+
+    Redis is flushed first, so nothing registered or stored by an earlier module is seen.
+    Tests sharing it must use user ids no other test of the module uses. Extra environment
+    for the whole module: a module-level ``SYSTEM_ENV = {"NAME": "value"}``.
+    """
+    module_name = request.module.__name__.rsplit(".", 1)[-1]
+    env: Mapping[str, str | None] = getattr(request.module, "SYSTEM_ENV", {})
+    redis_server.flush()
+    cluster = Cluster(redis_server, tmp_path_factory.mktemp(f"system-{module_name}"), env=env)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+SystemFactory = Callable[..., Cluster]
+
+
+@pytest.fixture
+def system_factory(tmp_path: Path) -> Iterator[SystemFactory]:
+    """Clusters of a test's own: ``system_factory(env=None, gameservers=1, gateways=1,
+    redis=None, start=True) -> Cluster``.
+
+    ``redis=None`` gives the cluster a private, empty Redis (a local ``redis-server`` started
+    for it, else a container), so it never sees the module's shared ``system``. Pass a
+    server from ``redis_factory`` to restart Redis under a running cluster, or ``start=False``
+    to add nodes one by one with ``add_gameserver()`` / ``add_gateway()``. Everything is
+    stopped at teardown, whatever the test did.
+    """
+    clusters: list[Cluster] = []
+    private: list[RedisServer] = []
+
+    def make(
+        *,
+        env: Mapping[str, str | None] | None = None,
+        gameservers: int = 1,
+        gateways: int = 1,
+        redis: RedisServer | None = None,
+        start: bool = True,
+    ) -> Cluster:
+        index = len(clusters) + 1
+        if redis is None:
+            try:
+                redis = start_private_redis(tmp_path / f"redis-system-{index}")
+            except RedisUnavailable as exc:
+                pytest.skip(f"no private Redis for this test's cluster: {exc}")
+            private.append(redis)
+        cluster = Cluster(redis, tmp_path / f"system-{index}", env=dict(env or {}))
+        clusters.append(cluster)
+        if start:
+            cluster.start(gameservers=gameservers, gateways=gateways)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in reversed(clusters):
+            cluster.stop()
+        for server in private:
+            server.close()
+
+
+@pytest.fixture
+def process_group(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """A :class:`ProcessGroup` logging under ``tmp_path``, stopped at teardown."""
+    group = ProcessGroup(tmp_path / "services")
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -1,0 +1,278 @@
+"""Settings: flag beats environment beats default, and a bad value is one clear line.
+
+An operator meets these errors first (a typo in a manifest), so the tests check the message
+names the environment variable, and that the real entry points exit 2 with one stderr line
+instead of a traceback. The entry-point tests run ``python -m gateway`` and ``python -m
+gameserver`` as subprocesses, exactly as a container would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gameserver.config import GameServerConfig
+from gateway.config import GatewayConfig
+from servicekit.config import ConfigError, describe, load_config, load_or_exit, setting
+from tests.support.processes import REPO_ROOT, service_environment
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    port: int = setting(5000, env="SAMPLE_PORT", help="a port", min=1, max=65535)
+    ratio: float = setting(0.5, env="SAMPLE_RATIO", help="a ratio", min=0.0, max=1.0)
+    enabled: bool = setting(False, env="SAMPLE_ENABLED", help="a switch")
+    mode: str = setting("fast", env="SAMPLE_MODE", help="a choice", choices=("fast", "safe"))
+    name: str = setting("", env="SAMPLE_NAME", help="free text")
+    api_secret: str = setting("", env="SAMPLE_SECRET", help="masked in logs")
+
+
+# The same settings with real type objects as annotations (this module's annotations are
+# plain strings only when ``from __future__ import annotations`` is on, as it is here).
+_TYPES: dict[str, type[Any]] = {"int": int, "float": float, "bool": bool, "str": str}
+RuntimeTypedConfig = dataclasses.make_dataclass(
+    "RuntimeTypedConfig",
+    [(f.name, _TYPES[str(f.type)], dataclasses.field(default=f.default, metadata=f.metadata))
+     for f in dataclasses.fields(SampleConfig)],
+    frozen=True,
+)
+
+
+def load(argv: list[str] | None = None, env: dict[str, str] | None = None,
+         config_type: type[Any] = SampleConfig) -> Any:
+    return load_config(config_type, argv or [], env or {})
+
+
+@pytest.fixture(params=[SampleConfig, RuntimeTypedConfig], ids=["str-annotations", "types"])
+def config_type(request: pytest.FixtureRequest) -> type[Any]:
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_defaults(config_type: type[Any]) -> None:
+    config = load(config_type=config_type)
+    assert (config.port, config.ratio, config.enabled, config.mode) == (5000, 0.5, False, "fast")
+
+
+def test_environment_beats_default(config_type: type[Any]) -> None:
+    config = load(env={"SAMPLE_PORT": "6000", "SAMPLE_RATIO": "0.25", "SAMPLE_ENABLED": "yes",
+                       "SAMPLE_MODE": "safe", "SAMPLE_NAME": "x y"}, config_type=config_type)
+    assert (config.port, config.ratio, config.enabled, config.mode, config.name) == (
+        6000, 0.25, True, "safe", "x y")
+
+
+def test_flag_beats_environment(config_type: type[Any]) -> None:
+    config = load(["--port", "7000", "--mode=fast", "--enabled", "off"],
+                  {"SAMPLE_PORT": "6000", "SAMPLE_MODE": "safe", "SAMPLE_ENABLED": "1"},
+                  config_type=config_type)
+    assert (config.port, config.mode, config.enabled) == (7000, "fast", False)
+
+
+def test_flag_names_come_from_field_names() -> None:
+    assert load(["--api-secret", "s"]).api_secret == "s"
+
+
+def test_last_flag_wins() -> None:
+    assert load(["--port", "1", "--port", "2"]).port == 2
+
+
+def test_empty_string_setting_is_kept() -> None:
+    assert load(env={"SAMPLE_NAME": ""}).name == ""
+
+
+def test_whitespace_around_numbers_is_accepted() -> None:
+    assert load(env={"SAMPLE_PORT": " 42 ", "SAMPLE_RATIO": " 1 "}).port == 42
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" on ", True),
+    ("0", False), ("false", False), ("no", False), ("Off", False),
+])
+def test_booleans(raw: str, expected: bool) -> None:
+    assert load(env={"SAMPLE_ENABLED": raw}).enabled is expected
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"SAMPLE_PORT": "abc"}, "integer"),
+    ({"SAMPLE_PORT": "5.5"}, "integer"),
+    ({"SAMPLE_PORT": ""}, "integer"),
+    ({"SAMPLE_PORT": "0"}, "at least"),
+    ({"SAMPLE_PORT": "65536"}, "at most"),
+    ({"SAMPLE_RATIO": "x"}, "number"),
+    ({"SAMPLE_RATIO": "nan"}, "finite"),
+    ({"SAMPLE_RATIO": "inf"}, "finite"),
+    ({"SAMPLE_RATIO": "-0.1"}, "at least"),
+    ({"SAMPLE_RATIO": "1.5"}, "at most"),
+    ({"SAMPLE_ENABLED": "maybe"}, "true or false"),
+    ({"SAMPLE_MODE": "turbo"}, "one of fast, safe"),
+])
+def test_bad_values_name_the_environment_variable(
+    env: dict[str, str], fragment: str, config_type: type[Any]
+) -> None:
+    (variable,) = env
+    with pytest.raises(ConfigError) as info:
+        load(env=env, config_type=config_type)
+    assert variable in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_bad_flag_value_also_names_the_environment_variable() -> None:
+    with pytest.raises(ConfigError, match="SAMPLE_PORT"):
+        load(["--port", "nope"])
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        load(["--no-such-flag", "1"])
+    assert info.value.code == 2
+
+
+def test_load_or_exit_prints_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SAMPLE_PORT", "99999")
+    with pytest.raises(SystemExit) as info:
+        load_or_exit(SampleConfig, [], prog="sample", description="")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("sample: config error: SAMPLE_PORT")
+
+
+def test_describe_masks_secrets() -> None:
+    text = describe(load(env={"SAMPLE_SECRET": "hunter2"}))
+    assert "hunter2" not in text
+    assert "SAMPLE_SECRET=***" in text
+    assert "SAMPLE_PORT=5000" in text
+    assert "SAMPLE_SECRET=" in describe(load())
+    assert "***" not in describe(load())
+
+
+# --- the real services' settings -----------------------------------------------------------
+
+SERVICES: dict[str, type[Any]] = {"gateway": GatewayConfig, "gameserver": GameServerConfig}
+
+
+def env_names(config_type: type[Any]) -> list[str]:
+    return [f.metadata["env"] for f in dataclasses.fields(config_type)]
+
+
+@pytest.mark.parametrize("config_type", SERVICES.values(), ids=SERVICES.keys())
+def test_service_defaults_load_and_validate(config_type: type[Any]) -> None:
+    config = load_config(config_type, [], {})
+    assert config.redis_connection == "redis-dev.k8s.home:6379"
+
+
+@pytest.mark.parametrize("config_type", SERVICES.values(), ids=SERVICES.keys())
+def test_every_service_setting_has_a_unique_env_and_help(config_type: type[Any]) -> None:
+    names = env_names(config_type)
+    assert len(names) == len(set(names))
+    for field in dataclasses.fields(config_type):
+        assert field.metadata["help"], field.name
+        assert field.metadata["env"].isupper(), field.name
+
+
+def test_gateway_flags_and_env() -> None:
+    config = load_config(
+        GatewayConfig, ["--client-port", "6000", "--redis-connection", "redis://r:1/2"],
+        {"GATEWAY_CLIENT_PORT": "7000", "GATEWAY_NODE_ID": "3", "IDLE_TIMEOUT_S": "2.5"},
+    )
+    assert (config.client_port, config.node_id, config.idle_timeout_s) == (6000, 3, 2.5)
+    assert config.redis_connection == "redis://r:1/2"
+
+
+def test_gameserver_flags_and_env() -> None:
+    config = load_config(
+        GameServerConfig, ["--node-id", "9", "--mesh-port", "9200"],
+        {"GAMESERVER_NODE_ID": "4", "RECONNECT_GRACE_S": "3", "AUTH_MODE": "hmac",
+         "AUTH_SECRET": "s"},
+    )
+    assert (config.node_id, config.mesh_port, config.reconnect_grace_s) == (9, 9200, 3.0)
+    assert config.auth_mode == "hmac"
+
+
+@pytest.mark.parametrize("config_type, env, variable", [
+    (GatewayConfig, {"REDIS_CONNECTION": "http://x"}, "REDIS_CONNECTION"),
+    (GatewayConfig, {"GATEWAY_MAX_SEND_BUFFER_BYTES": "4096", "MAX_FRAME_BYTES": "65536"},
+     "GATEWAY_MAX_SEND_BUFFER_BYTES"),
+    (GatewayConfig, {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    (GatewayConfig, {"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    (GatewayConfig, {"GATEWAY_NODE_ID": "0"}, "GATEWAY_NODE_ID"),
+    (GatewayConfig, {"IDLE_TIMEOUT_S": "0"}, "IDLE_TIMEOUT_S"),
+    (GameServerConfig, {"AUTH_MODE": "hmac"}, "AUTH_SECRET"),
+    (GameServerConfig, {"AUTH_MODE": "oauth"}, "AUTH_MODE"),
+    (GameServerConfig, {"NODE_HEARTBEAT_S": "5", "NODE_TTL_S": "5"}, "NODE_TTL_S"),
+    (GameServerConfig, {"GAMESERVER_P2P_PORT": "9101"}, "GAMESERVER_MESH_PORT"),
+    (GameServerConfig, {"GAMESERVER_P2P_PORT": "0"}, "GAMESERVER_P2P_PORT"),
+    (GameServerConfig, {"RECONNECT_GRACE_S": "soon"}, "RECONNECT_GRACE_S"),
+])
+def test_service_validation_names_the_variable(
+    config_type: type[Any], env: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_config(config_type, [], env)
+
+
+# --- the real entry points, as subprocesses ------------------------------------------------
+
+
+def run_module(module: str, args: list[str], env: dict[str, str | None] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=service_environment(env), cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("module", SERVICES.keys())
+def test_help_lists_every_environment_variable(module: str) -> None:
+    result = run_module(module, ["--help"])
+    assert result.returncode == 0, result.stderr
+    missing = [name for name in env_names(SERVICES[module]) if name not in result.stdout]
+    assert not missing, f"--help of {module} does not mention {missing}"
+
+
+BAD_ENV = {
+    "gateway": [
+        ("GATEWAY_CLIENT_PORT", "abc"),
+        ("GATEWAY_CLIENT_PORT", "70000"),
+        ("LOG_LEVEL", "LOUD"),
+        ("REDIS_CONNECTION", "ftp://nowhere"),
+        ("IDLE_TIMEOUT_S", "-1"),
+    ],
+    "gameserver": [
+        ("GAMESERVER_P2P_PORT", "abc"),
+        ("GAMESERVER_NODE_ID", "0"),
+        ("AUTH_MODE", "sometimes"),
+        ("REDIS_CONNECTION", "redis-host:port"),
+        ("RECONNECT_GRACE_S", "nan"),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "module, variable, value",
+    [(module, var, value) for module, cases in BAD_ENV.items() for var, value in cases],
+)
+def test_bad_environment_value_exits_2_with_one_line(module: str, variable: str, value: str
+                                                      ) -> None:
+    result = run_module(module, [], {variable: value})
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", SERVICES.keys())
+def test_bad_flag_value_exits_2_naming_the_variable(module: str) -> None:
+    result = run_module(module, ["--metrics-port", "eighty"])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert SERVICES[module].__dataclass_fields__["metrics_port"].metadata["env"] in lines[0]
