@@ -12,11 +12,6 @@ import socket
 import time
 
 import zmq
-from protocol.internal import gameserver_routing_id
-from servicekit.config import describe
-from servicekit.http import start_ops_server
-from servicekit.redis_client import open_redis
-from servicekit.redis_url import display_address
 
 from gameserver import metrics
 from gameserver.config import GameServerConfig
@@ -27,6 +22,11 @@ from gameserver.link import GatewayLink, PortInUse
 from gameserver.middlewares import standard_middlewares
 from gameserver.registry import NodeIdConflict, NodeInfo
 from gameserver.store import SessionStore
+from protocol.internal import gameserver_routing_id
+from servicekit.config import describe
+from servicekit.http import start_ops_server
+from servicekit.redis_client import open_redis
+from servicekit.redis_url import display_address
 
 log = logging.getLogger("gameserver")
 
@@ -93,6 +93,9 @@ class GameServerApp:
                                      "GAMESERVER_P2P_PORT")
         self.hub = Hub(config, self.store, link, standard_middlewares(), router)
         metrics.node_info.labels(str(config.node_id), self.instance).set(1)
+        metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
+        link = self.hub.link
+        metrics.gateways_connected.set_function(lambda: len(link.live_gateways()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
         log.info("P2P listening: tcp://%s:%d (advertised as %s)", config.bind_host,
@@ -139,7 +142,6 @@ class GameServerApp:
                 holder = await self.store.claim_node(
                     ttl_ms, self.node.fields(len(self.hub.sessions), not self.hub.accepting))
             except REDIS_FAILURES as exc:
-                metrics.ready.set(0)
                 if self.redis_ok:
                     log.error("Redis is NOT reachable at %s (%s); retrying every %.1fs",
                               self.redis_address, exc, config.heartbeat_s)
@@ -168,8 +170,6 @@ class GameServerApp:
                     log.info("Registered in node registry: node %d at %s:%d",
                              config.node_id, self.node.host, config.p2p_port)
                     first = False
-                metrics.ready.set(1 if self.readiness()[0] else 0)
-            metrics.gateways_connected.set(len(self.hub.link.live_gateways()))
             if self.redis_ok:
                 with contextlib.suppress(*REDIS_FAILURES):  # counted next time round
                     await self.hub.count_expired()
@@ -188,7 +188,6 @@ class GameServerApp:
     async def _drain(self) -> None:
         assert self.hub is not None
         self.hub.accepting = False
-        metrics.ready.set(0)
         try:
             await self.hub.shutdown()
             await self.store.release_node()

@@ -6,12 +6,11 @@ import math
 import time
 from typing import Any, cast
 
-from protocol.auth import verify_token
-from protocol.messages import ErrorCode, MsgType
-
 from gameserver.context import Reject, RequestContext
 from gameserver.pipeline import Router
 from gameserver.state import Session
+from protocol.auth import verify_token
+from protocol.messages import ErrorCode, MsgType
 
 router = Router()
 

@@ -16,9 +16,6 @@ from collections import deque
 from typing import Any
 
 import redis.exceptions
-from protocol.internal import Kind, Record, format_socket_id
-from protocol.messages import ErrorCode, KickReason, MsgType
-from protocol.payload import encode_message
 
 from gameserver import metrics
 from gameserver.commits import CommitQueue
@@ -28,6 +25,9 @@ from gameserver.link import GatewayLink
 from gameserver.pipeline import Middleware, Router, compose
 from gameserver.state import PlayerState, ResponseCache, Session, SessionTable
 from gameserver.store import ResumeRejected, ResumeResult, SessionStore
+from protocol.internal import Kind, Record, format_socket_id
+from protocol.messages import ErrorCode, KickReason, MsgType
+from protocol.payload import encode_message
 
 log = logging.getLogger("gameserver.hub")
 
@@ -75,6 +75,7 @@ class Hub:
         self._in_grace: dict[int, float] = {}
         self._loop = asyncio.get_running_loop()
         self.accepting = True
+        metrics.sessions_active.set_function(lambda: len(self.sessions))
         log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
 
     # ----------------------------------------------------------------- data plane in
@@ -203,7 +204,6 @@ class Hub:
         self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
         ctx.session = session
         metrics.sessions_created.inc()
-        metrics.sessions_active.set(len(self.sessions))
         log.info("New session created: UserId=%d, SessionId=%d", user_id, session.session_id)
         self.pin(session)
         return session
@@ -258,7 +258,6 @@ class Hub:
         self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
         self._in_grace.pop(session_id, None)
         ctx.session = session
-        metrics.sessions_active.set(len(self.sessions))
         self.pin(session)
         return session
 
@@ -302,7 +301,6 @@ class Hub:
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         self.sessions.forget(session)
         metrics.sessions_logged_out.inc()
-        metrics.sessions_active.set(len(self.sessions))
         log.info("Session logged out: UserId=%d, SessionId=%d", session.user_id,
                  session.session_id)
 
@@ -323,7 +321,6 @@ class Hub:
             detached = False
         if not _reattached_or_gone(session):
             self.sessions.forget(session)
-        metrics.sessions_active.set(len(self.sessions))
         if detached:
             self._in_grace[session.session_id] = self._loop.time() + self.config.reconnect_grace_s
             metrics.sessions_detached.inc()
@@ -340,7 +337,6 @@ class Hub:
             self.kick(session.gateway_id, session.socket_id,
                       KickReason.SESSION_RESUMED_ELSEWHERE)
         self.sessions.forget(session)
-        metrics.sessions_active.set(len(self.sessions))
 
     # ----------------------------------------------------------------- housekeeping
     async def renew_leases(self) -> None:

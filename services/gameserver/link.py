@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 
 import zmq
-from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
-from servicekit.zmqloop import ZmqReader
 
 from gameserver import metrics
+from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
+from servicekit.zmqloop import ZmqReader
 
 log = logging.getLogger("gameserver.link")
 

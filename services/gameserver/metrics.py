@@ -7,6 +7,7 @@ the rest are ordinary prometheus-client metrics.
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
 from servicekit.fastmetrics import FastCounter, FastHistogram, register_fast
 
 NS = "gameserver"

@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 import time
 
-from protocol.internal import format_socket_id
-from protocol.messages import ErrorCode, MsgType
-from servicekit.fastmetrics import HistogramCell
-
 from gameserver import metrics
 from gameserver.context import RequestContext
 from gameserver.pipeline import Middleware, Next
+from protocol.internal import format_socket_id
+from protocol.messages import ErrorCode, MsgType
+from servicekit.fastmetrics import HistogramCell
 
 log = logging.getLogger("gameserver.pipeline")
 

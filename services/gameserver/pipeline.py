@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gameserver.context import Reject, RequestContext
 from protocol.messages import ErrorCode, MsgType
 from protocol.payload import BadPayload
-
-from gameserver.context import Reject, RequestContext
 
 Next = Callable[[RequestContext], Awaitable[None]]
 HandlerFn = Callable[[RequestContext], Awaitable[Any]]

@@ -6,10 +6,10 @@ import sys
 from collections.abc import Sequence
 
 import uvloop
-from servicekit.config import load_or_exit
-from servicekit.logs import setup_logging
 
 from gateway.config import GatewayConfig
+from servicekit.config import load_or_exit
+from servicekit.logs import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:

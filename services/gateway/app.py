@@ -11,12 +11,6 @@ import time
 import orjson
 import redis.asyncio as aioredis
 import zmq
-from protocol.internal import gateway_routing_id
-from protocol.messages import KickReason
-from servicekit.config import describe
-from servicekit.http import start_ops_server
-from servicekit.redis_client import open_redis
-from servicekit.redis_url import display_address
 
 from gateway import metrics
 from gateway.config import GatewayConfig
@@ -24,6 +18,12 @@ from gateway.connection import ClientConnection
 from gateway.discovery import read_registry
 from gateway.links import GameServerLinks
 from gateway.relay import Relay
+from protocol.internal import gateway_routing_id
+from protocol.messages import KickReason
+from servicekit.config import describe
+from servicekit.http import start_ops_server
+from servicekit.redis_client import open_redis
+from servicekit.redis_url import display_address
 
 log = logging.getLogger("gateway")
 
@@ -63,6 +63,8 @@ class GatewayApp:
         links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id),
                                 self.relay.on_records, self.relay.on_undeliverable, liveness)
         self.relay.links = links
+        metrics.gameservers_live.set_function(lambda: len(links.live()))
+        metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
         try:
             server = await loop.create_server(
                 lambda: ClientConnection(self.relay, config.max_frame_bytes),
@@ -114,10 +116,6 @@ class GatewayApp:
                 links.update(registry)
                 metrics.gameservers_known.set(len(registry))
             links.say_hello(hello)
-            metrics.gameservers_live.set(len(links.live()))
-            metrics.pinned_sockets.set(
-                sum(1 for c in self.relay.connections.values() if c.session_id))
-            metrics.ready.set(1 if self.readiness()[0] else 0)
             await asyncio.sleep(self.config.discovery_interval_s)
 
     async def _idle_sweep_loop(self) -> None:
@@ -137,7 +135,6 @@ class GatewayApp:
         """Stop accepting, tell every client SERVER_SHUTDOWN, give them a grace to go."""
         relay = self.relay
         relay.accepting = False
-        metrics.ready.set(0)
         server.close()
         count = len(relay.connections)
         log.info("Draining %d client connections (grace %.1fs)", count,

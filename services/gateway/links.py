@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
+
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
 from servicekit.zmqloop import ZmqReader
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
+
 from servicekit.fastmetrics import FastCounter, register_fast
 
 NS = "gateway"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from gateway import metrics
+from gateway.connection import ClientConnection
+from gateway.links import GameServerLinks
 from protocol.frame import HEADER
 from protocol.internal import Kind, MalformedBatch, Record, format_socket_id, iter_records
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
-
-from gateway import metrics
-from gateway.connection import ClientConnection
-from gateway.links import GameServerLinks
 
 log = logging.getLogger("gateway")
 
@@ -45,6 +44,9 @@ class Relay:
         self._bytes_in = metrics.bytes_.child("in")
         self._bytes_out = metrics.bytes_.child("out")
         self.on_empty: Callable[[], None] | None = None
+        metrics.connected_clients.set_function(lambda: len(self.connections))
+        metrics.pinned_sockets.set_function(
+            lambda: sum(1 for c in self.connections.values() if c.session_id))
 
     # ------------------------------------------------------------- client side
     def on_connect(self, conn: ClientConnection) -> None:
@@ -62,7 +64,6 @@ class Relay:
         conn.transport.set_write_buffer_limits(high=min(self.max_send_buffer_bytes // 4, 262144))
         self.connections[conn.socket_id] = conn
         metrics.connections.inc()
-        metrics.connected_clients.set(len(self.connections))
         log.info("Client connected: SocketId=%s", _sid(conn))
 
     def forward(self, conn: ClientConnection, frames: list[bytes], size: int) -> None:
@@ -128,7 +129,6 @@ class Relay:
             conn.closing = True
             metrics.disconnects.labels("client_closed").inc()
             self._notify_closed(conn, "client_closed")
-        metrics.connected_clients.set(len(self.connections))
         log.info("Client disconnected: SocketId=%s", _sid(conn))
         if not self.connections and self.on_empty is not None:
             self.on_empty()

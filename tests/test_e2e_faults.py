@@ -1,0 +1,161 @@
+"""Faults with real processes: kill -9, Redis restarts, idle clients, expired sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis as redis_sync
+
+from protocol import ErrorCode, KickReason, MsgType
+from tests.support.cluster import Cluster
+from tests.support.raw import RawClient
+from tests.support.users import new_user_id
+from tests.support.waiting import wait_until, wait_until_async
+
+
+async def request_until_answered(client: RawClient, msg_type: int, seq: int,
+                                 payload: dict[str, Any], timeout: float = 20.0) -> Any:
+    """Send (and re-send, same seq) until a non-error answer arrives: a client's retry loop."""
+    async def attempt() -> Any:
+        await client.send_msg(msg_type, seq, payload)
+        try:
+            frame = await client.next_frame(timeout=1.0)
+        except TimeoutError:
+            return None
+        if frame.msg_type == MsgType.ERROR_RES:
+            assert frame.payload["code"] == ErrorCode.SERVER_UNAVAILABLE, frame
+            await asyncio.sleep(0.1)
+            return None
+        return frame
+
+    return await wait_until_async(attempt, timeout=timeout, interval=0.0,
+                                  message=f"no answer to seq {seq}")
+
+
+async def test_move_retry_after_gameserver_kill_9_and_restart(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory()
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    acked = await client.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    assert acked.payload["moves"] == 1
+
+    # A MOVE in flight when the process dies: it may or may not have been committed.
+    await client.send_msg(MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+    cluster.kill_gameserver()
+    cluster.restart_gameserver()
+
+    # The same Gateway connection, the same sequence ids: answered from Redis or applied
+    # now, but never twice.
+    retried_2 = await request_until_answered(client, MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    while retried_2.sequence_id != 2:  # a late answer to seq 3 may come first
+        retried_2 = await client.next_frame()
+    assert retried_2.raw == acked.raw
+    retried_3 = await request_until_answered(client, MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+    assert retried_3.sequence_id == 3 and retried_3.payload["moves"] == 2
+    again_3 = await client.request(MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+    assert again_3.raw == retried_3.raw
+    fourth = await client.request(MsgType.MOVE_REQ, 4, {"x": 3, "y": 3})
+    assert fourth.payload["moves"] == 3
+    assert login["session_id"] > 0
+    await client.close()
+
+
+async def test_reconnect_after_gameserver_kill_9_and_restart(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory()
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    moved = await client.request(MsgType.MOVE_REQ, 2, {"x": 5, "y": 5})
+    cluster.kill_gameserver()
+    await client.close()
+    cluster.restart_gameserver()
+
+    fresh = await RawClient.connect(cluster.gateway_address)
+    res = await request_until_answered(fresh, MsgType.RECONNECT_REQ, 1, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is True
+    assert res.payload["state"] == {"x": 5.0, "y": 5.0, "moves": 1}
+    assert res.payload["last_sequence_id"] == 2
+    retry = await fresh.request(MsgType.MOVE_REQ, 2, {"x": 5, "y": 5})
+    assert retry.raw == moved.raw
+    await fresh.close()
+
+
+async def test_redis_restart_mid_run(system_factory, redis_factory) -> None:  # type: ignore[no-untyped-def]
+    redis_server = redis_factory(persistent=True)
+    cluster: Cluster = system_factory(redis=redis_server)
+    client = await RawClient.connect(cluster.gateway_address)
+    await client.login(new_user_id())
+    assert (await client.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})).payload["moves"] == 1
+
+    redis_server.stop()
+    wait_until(lambda: cluster.gameserver.process.readyz_status() == 503, timeout=15,
+               message="GameServer still ready without Redis")
+    # Reads that need no Redis keep working; a state change waits for Redis.
+    assert (await client.request(MsgType.ECHO_REQ, 3, {"e": 1})).payload == {"e": 1}
+    await client.send_msg(MsgType.MOVE_REQ, 4, {"x": 2, "y": 2})
+    newcomer = await RawClient.connect(cluster.gateway_address)
+    refused = await newcomer.request(MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()},
+                                     timeout=15)
+    assert refused.payload["ok"] is False
+    assert refused.payload["error"] == ErrorCode.SERVER_UNAVAILABLE
+    await newcomer.close()
+
+    redis_server.start()
+    held = await client.expect(MsgType.MOVE_RES, 4, timeout=20)
+    assert held.payload["moves"] == 2
+    wait_until(lambda: cluster.gameserver.process.readyz_status() == 200, timeout=15,
+               message="GameServer did not become ready again")
+    again = await RawClient.connect(cluster.gateway_address)
+    await again.login(new_user_id())
+    assert (await again.request(MsgType.MOVE_REQ, 2, {"x": 0, "y": 1})).payload["moves"] == 1
+    assert (await client.request(MsgType.MOVE_REQ, 5, {"x": 3, "y": 3})).payload["moves"] == 3
+    await again.close()
+    await client.close()
+
+
+async def test_idle_timeout_then_resume_within_grace(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(env={"IDLE_TIMEOUT_S": "0.5", "RECONNECT_GRACE_S": "30"})
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    await client.request(MsgType.MOVE_REQ, 2, {"x": 6, "y": 6})
+    frames = await client.wait_closed(timeout=10)
+    assert [f.payload for f in frames] == [{"reason": KickReason.IDLE_TIMEOUT}]
+
+    fresh = await RawClient.connect(cluster.gateway_address)
+    res = await fresh.request(MsgType.RECONNECT_REQ, 1, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is True
+    assert res.payload["state"] == {"x": 6.0, "y": 6.0, "moves": 1}
+    assert res.payload["last_sequence_id"] == 2
+    await fresh.close()
+
+
+async def test_active_client_is_not_idle_kicked(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(env={"IDLE_TIMEOUT_S": "0.5"})
+    client = await RawClient.connect(cluster.gateway_address)
+    await client.login(new_user_id())
+    for seq in range(2, 22):  # 2 s of traffic, four times the idle timeout
+        res = await client.request(MsgType.PING_REQ, seq, {"client_time_ms": seq})
+        assert res.msg_type == MsgType.PONG_RES
+        await asyncio.sleep(0.1)
+    await client.close()
+
+
+async def test_session_expires_after_grace(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(env={"IDLE_TIMEOUT_S": "0.3", "RECONNECT_GRACE_S": "1"})
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    await client.wait_closed(timeout=10)
+    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    session_key = f"gb:sess:{login['session_id']}"
+    wait_until(lambda: redis_client.exists(session_key) == 0, timeout=10,
+               message="detached session did not expire after RECONNECT_GRACE_S")
+    redis_client.close()
+    fresh = await RawClient.connect(cluster.gateway_address)
+    res = await fresh.request(MsgType.RECONNECT_REQ, 1, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is False and res.payload["error"] == "SESSION_EXPIRED"
+    wait_until(lambda: "gameserver_sessions_expired_total 1.0"
+               in cluster.gameserver.process.metrics_text(), timeout=10)
+    await fresh.close()
