@@ -63,7 +63,7 @@ def wait_until[T](
 
 async def wait_until_async[T](
     predicate: Callable[[], T | Awaitable[T]],
-    timeout: float = 10.0,  # noqa: ASYNC109 - same signature as wait_until, on purpose
+    timeout: float = 10.0,
     interval: float = 0.05,
     message: Message = "",
     ignore: tuple[type[BaseException], ...] = (),
