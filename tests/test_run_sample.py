@@ -51,7 +51,8 @@ def test_run_sample_says_redis_is_not_running(tmp_path: Path) -> None:
     """No Redis and no redis-server binary: the seed's message, exit 1."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for directory in os.environ.get("PATH", "").split(os.pathsep) + [str(Path(sys.executable).parent)]:
+    search = [*os.environ.get("PATH", "").split(os.pathsep), str(Path(sys.executable).parent)]
+    for directory in search:
         if not directory or not Path(directory).is_dir():
             continue
         for entry in Path(directory).iterdir():

@@ -15,6 +15,7 @@ import secrets
 from collections import deque
 from typing import Any
 
+import orjson
 import redis.exceptions
 
 from gameserver import metrics
@@ -78,6 +79,16 @@ class Hub:
         metrics.sessions_active.set_function(lambda: len(self.sessions))
         log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
 
+    def hello_ack_body(self) -> bytes:
+        """What a Gateway needs for balancing: our load, and whether to stop sending us
+        new sessions (told at once on drain, without waiting for the registry)."""
+        return orjson.dumps({"sessions": len(self.sessions), "draining": not self.accepting})
+
+    def announce_draining(self) -> None:
+        for gateway_id in self.link.live_gateways():
+            self.link.send(gateway_id, Kind.HELLO_ACK, bytes(16), self.node_id,
+                           self.hello_ack_body())
+
     # ----------------------------------------------------------------- data plane in
     def on_records(self, gateway_id: bytes, records: list[Record]) -> None:
         for kind, socket_id, arg, body in records:
@@ -87,7 +98,7 @@ class Hub:
                 if self.link.note_hello(gateway_id):
                     log.info("Gateway connected: Gateway=%s", gateway_id.decode(errors="replace"))
                 self.link.send(gateway_id, Kind.HELLO_ACK, socket_id, self.node_id,
-                               str(len(self.sessions)).encode())
+                               self.hello_ack_body())
             else:
                 log.warning("Ignoring record kind %d from %s", kind,
                             gateway_id.decode(errors="replace"))
@@ -185,6 +196,10 @@ class Hub:
         log.info("Handling unpinned session: Socket=%s, UserId=%d",
                  format_socket_id(ctx.socket_id), user_id)
         key, key_hash = new_reconnect_key()
+        if user_id in self.sessions.by_user:
+            # The session this login replaces may have state changes on their way to Redis;
+            # let them land first, or the login would fence them out and read stale state.
+            await self.commits.barrier()
         try:
             result = await self.store.login(
                 user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
@@ -362,6 +377,7 @@ class Hub:
         """Stop taking sessions, commit everything, leave sessions resumable, kick sockets
         with SERVER_SHUTDOWN so clients reconnect (to another GameServer)."""
         self.accepting = False
+        self.announce_draining()
         try:
             await asyncio.wait_for(self.commits.barrier(), self.config.drain_timeout_s)
         except TimeoutError:

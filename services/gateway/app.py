@@ -79,6 +79,7 @@ class GatewayApp:
             loop.add_signal_handler(sig, self._request_stop, sig)
         log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
         tasks = [asyncio.create_task(self._discovery_loop()),
+                 asyncio.create_task(self._hello_loop()),
                  asyncio.create_task(self._idle_sweep_loop())]
         await self.stopping.wait()
         await self._drain(server)
@@ -97,10 +98,19 @@ class GatewayApp:
             log.info("%s received: draining", sig.name)
             self.stopping.set()
 
-    async def _discovery_loop(self) -> None:
+    async def _hello_loop(self) -> None:
+        """Liveness of the GameServers we know, independent of Redis: a slow or dead Redis
+        must not make live GameServers look dead."""
         links = self.relay.links
         assert links is not None
         hello = orjson.dumps({"gateway_id": self.config.node_id})
+        while True:
+            links.say_hello(hello)
+            await asyncio.sleep(self.config.discovery_interval_s)
+
+    async def _discovery_loop(self) -> None:
+        links = self.relay.links
+        assert links is not None
         while True:
             try:
                 registry = await read_registry(self.redis)
@@ -115,7 +125,6 @@ class GatewayApp:
                 self.redis_ok = True
                 links.update(registry)
                 metrics.gameservers_known.set(len(registry))
-            links.say_hello(hello)
             await asyncio.sleep(self.config.discovery_interval_s)
 
     async def _idle_sweep_loop(self) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
 import zmq
 
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
@@ -37,9 +38,9 @@ class Upstream:
     #: Unpinned connections sent its way since its last reported session count.
     assigned: int = 0
     draining: bool = False
-    registered: bool = True
+    #: Listed in the Redis registry at the last successful read.
+    listed: bool = True
     last_ack: float = 0.0
-    instance: str = ""
 
 
 class GameServerLinks:
@@ -91,16 +92,22 @@ class GameServerLinks:
                 self._socket.connect(endpoint)
                 self.upstreams[routing_id] = upstream
                 log.info("GameServer discovered: node %d at %s", node_id, endpoint)
-            upstream.registered = True
-            upstream.draining = fields.get("draining") == "1"
-            reported = int(fields.get("sessions", "0") or 0)
-            if reported != upstream.sessions:
-                upstream.sessions = reported
-                upstream.assigned = 0
+            upstream.listed = True
+            upstream.draining = upstream.draining or fields.get("draining") == "1"
+        now = time.monotonic()
         for routing_id in list(self.upstreams):
-            if routing_id not in seen:
-                upstream = self.upstreams[routing_id]
+            if routing_id in seen:
+                continue
+            upstream = self.upstreams[routing_id]
+            if upstream.listed:
+                upstream.listed = False
                 log.warning("GameServer left the registry: node %d at %s", upstream.node_id,
+                            upstream.endpoint)
+            # Membership comes from the registry, liveness from HELLO_ACKs: a node whose
+            # entry vanished (Redis restarted without it, say) but still answers keeps its
+            # pinned clients until it stops answering.
+            if not self._is_live(upstream, now):
+                log.warning("GameServer gone: node %d at %s", upstream.node_id,
                             upstream.endpoint)
                 self._hang_up(upstream)
 
@@ -117,12 +124,24 @@ class GameServerLinks:
         upstream = self.upstreams.get(routing_id)
         if upstream is None:
             return
-        if upstream.last_ack == 0.0 or not self._is_live(upstream, time.monotonic()):
+        if not self._is_live(upstream, time.monotonic()):
             log.info("GameServer connected: node %d at %s", node_id, upstream.endpoint)
         upstream.last_ack = time.monotonic()
+        try:
+            status = orjson.loads(body)
+            sessions, draining = int(status["sessions"]), bool(status["draining"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("Unreadable HELLO_ACK from node %d", node_id)
+            return
+        if draining and not upstream.draining:
+            log.info("GameServer draining, no new sessions for it: node %d", node_id)
+        upstream.draining = draining
+        if sessions != upstream.sessions:
+            upstream.sessions = sessions
+            upstream.assigned = 0
 
     def _is_live(self, upstream: Upstream, now: float) -> bool:
-        return upstream.registered and now - upstream.last_ack < self.liveness_s
+        return now - upstream.last_ack < self.liveness_s
 
     def live(self) -> list[Upstream]:
         now = time.monotonic()

@@ -1,0 +1,208 @@
+"""``python -m test_client`` (also ``gb-client``): talk to a Gateway, mint tokens, benchmark.
+
+python -m test_client --user-id 42                       interactive session
+python -m test_client --user-id 42 --run "echo hi; ping; logout"
+python -m test_client mint-token --secret S --user-id 42
+python -m test_client bench --connections 100 --duration 10 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+import uvloop
+
+from protocol.auth import mint_token
+from test_client.bench import BenchConfig, default_user_id_base, format_report, run_bench
+from test_client.client import GameClient
+from test_client.connection import Endpoint
+from test_client.errors import ClientError, RequestError
+from test_client.shell import (
+    push_line,
+    run_interactive,
+    run_script,
+    stdout_line,
+    to_json,
+)
+
+
+def _endpoint(text: str) -> Endpoint:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m test_client",
+        description="Test client of the game-server backbone (wire protocol v1).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("--host", default="localhost", help="Gateway host (default localhost)")
+    parser.add_argument("--port", type=int, default=5000, help="Gateway port (default 5000)")
+    parser.add_argument(
+        "--gateway",
+        type=_endpoint,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another Gateway to fail over to (repeatable)",
+    )
+    parser.add_argument("--user-id", type=_positive_int, help="user to log in as")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="login token (when the server runs AUTH_MODE=hmac)")
+    auth.add_argument("--auth-secret", help="mint the login token from this shared secret")
+    parser.add_argument("--run", metavar="COMMANDS", help='run "cmd; cmd; ..." and exit')
+    parser.add_argument("--timeout", type=float, default=5.0, help="request timeout in seconds")
+    parser.add_argument(
+        "--no-reconnect", action="store_true", help="do not resume the session after a drop"
+    )
+    parser.add_argument("--no-compression", action="store_true", help="do not accept lz4 payloads")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    commands = parser.add_subparsers(dest="command", metavar="{mint-token,bench}")
+
+    mint = commands.add_parser("mint-token", help="print an HMAC login token")
+    mint.add_argument("--secret", required=True, help="the AUTH_SECRET of the GameServers")
+    mint.add_argument("--user-id", type=_positive_int, required=True)
+    mint.add_argument("--ttl", type=int, default=3600, help="validity in seconds (3600)")
+
+    bench = commands.add_parser(
+        "bench", help="load generator: echo with one request in flight per connection"
+    )
+    bench.add_argument("--host", default="localhost")
+    bench.add_argument("--port", type=int, default=5000)
+    bench.add_argument("--connections", type=_positive_int, default=100)
+    bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
+    bench.add_argument("--payload-bytes", type=int, default=64, help="echo payload size (64)")
+    bench.add_argument("--processes", type=_positive_int, default=1, help="worker processes")
+    bench.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    bench.add_argument("--no-login", action="store_true", help="echo without LOGIN_REQ first")
+    bench.add_argument("--warmup", type=float, default=0.0, help="unmeasured seconds first")
+    bench.add_argument(
+        "--user-id-base", type=_positive_int, default=None, help="first user id (random-ish)"
+    )
+    bench.add_argument("--auth-secret", help="mint login tokens with this shared secret")
+    bench.add_argument("--request-timeout", type=float, default=10.0)
+    bench.add_argument("--connect-timeout", type=float, default=10.0)
+    bench.add_argument("--connect-concurrency", type=_positive_int, default=200)
+    bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def _mint(args: argparse.Namespace) -> int:
+    print(mint_token(args.secret.encode(), args.user_id, args.ttl))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    cfg = BenchConfig(
+        host=args.host,
+        port=args.port,
+        connections=args.connections,
+        duration_s=args.duration,
+        payload_bytes=args.payload_bytes,
+        processes=args.processes,
+        login=not args.no_login,
+        warmup_s=args.warmup,
+        user_id_base=args.user_id_base or default_user_id_base(),
+        auth_secret=args.auth_secret,
+        request_timeout_s=args.request_timeout,
+        connect_timeout_s=args.connect_timeout,
+        connect_concurrency=args.connect_concurrency,
+    )
+    report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
+    if args.json:
+        print(orjson.dumps(report).decode(), flush=True)
+    else:
+        print(format_report(report, cfg), flush=True)
+    if report["connections"] == 0:
+        print(
+            f"test_client bench: no connection to {cfg.host}:{cfg.port} could be opened"
+            f" ({report['first_error']})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _session(args: argparse.Namespace) -> int:
+    session_over = asyncio.Event()
+
+    def on_event(name: str, detail: str) -> None:
+        stdout_line(f"info {name} {detail}")
+        if name == "reconnect_failed":
+            session_over.set()
+        elif name == "disconnected":
+            # Give an automatic resumption the chance to start before calling it over.
+            asyncio.get_running_loop().call_soon(
+                lambda: None if client.resuming else session_over.set()
+            )
+
+    client = GameClient(
+        args.host,
+        args.port,
+        gateways=args.gateway,
+        request_timeout=args.timeout,
+        auto_reconnect=not args.no_reconnect,
+        accept_compression=not args.no_compression,
+        on_push=lambda push: stdout_line(push_line(push)),
+        on_event=on_event,
+    )
+    token = args.token
+    if args.auth_secret:
+        token = mint_token(args.auth_secret.encode(), args.user_id, 3600)
+    try:
+        result = await client.login(args.user_id, token)
+    except RequestError as exc:
+        print(f"test_client: login refused: {exc}", file=sys.stderr)
+        await client.close()
+        return 1
+    except (ClientError, OSError) as exc:
+        print(f"test_client: {exc}", file=sys.stderr)
+        await client.close()
+        return 1
+    stdout_line(f"ok login {to_json(result)}")
+    try:
+        if args.run is not None:
+            return 0 if await run_script(client, args.run) else 1
+        await run_interactive(client, session_over)
+        return 0
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "mint-token":
+        return _mint(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.user_id is None:
+        parser.error("--user-id is required (or use a sub-command: mint-token, bench)")
+    try:
+        return uvloop.run(_session(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""Load generator: N connections, each looping ECHO_REQ with exactly one request in flight.
+
+It must never be the bottleneck it measures, so the per-message path is kept tiny: the request
+frame is encoded once and only its sequence id is patched (``struct.pack_into``); responses are
+split with :class:`protocol.FrameSplitter` and judged by their header alone (ECHO_RES counts,
+anything else answering the request is an error), never JSON-decoded; latencies go into an
+``array('q')``. Connections are spread over ``--processes`` worker processes on uvloop, which
+ship raw samples back so percentiles are exact (see :mod:`test_client.latency`).
+
+One request in flight per connection makes the result a closed-loop measurement: throughput is
+connections / latency, which is what a game's request/response clients look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import struct
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import Any, Protocol, TextIO, cast
+
+import orjson
+import uvloop
+
+from protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    BadPayload,
+    FrameSplitter,
+    MsgType,
+    decode_payload,
+    encode_frame,
+    encode_message,
+    read_header,
+)
+from protocol.auth import mint_token
+from protocol.frame import HEADER
+from test_client.latency import merge_samples, summarize_ms
+from test_client.oslimits import raise_open_files_limit
+
+_SEQ = struct.Struct(">I")
+_SEQ_OFFSET = 8  # u32 length, u16 msg_type, u8 flags, u8 reserved, then u32 sequence_id
+unpack_header = HEADER.unpack_from
+_ECHO_RES = int(MsgType.ECHO_RES)
+#: Shared counters per worker: ok messages, errors, open connections, phase.
+_SLOTS = 4
+_PHASE_CONNECTING, _PHASE_READY, _PHASE_DONE = 0, 1, 2
+PUBLISH_INTERVAL_S = 0.1
+
+
+class _Counters(Protocol):
+    """The shared ``array('q')``-like block workers publish their counters in."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+    def __setitem__(self, index: int, value: int, /) -> None: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    connections: int = 100
+    duration_s: float = 10.0
+    payload_bytes: int = 64
+    processes: int = 1
+    login: bool = True
+    warmup_s: float = 0.0
+    user_id_base: int = 1_000_000
+    auth_secret: str | None = None
+    token_ttl_s: int = 3600
+    request_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    connect_concurrency: int = 200
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass
+class WorkerResult:
+    connections: int = 0
+    connect_errors: int = 0
+    messages: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+    latencies: bytes = b""
+    first_error: str = ""
+
+
+def echo_frame(payload_bytes: int) -> bytes:
+    """An ECHO_REQ frame (sequence id 0) whose JSON payload is about ``payload_bytes`` long."""
+    filler = "x" * max(0, payload_bytes - len(b'{"d":""}'))
+    return encode_frame(MsgType.ECHO_REQ, 0, orjson.dumps({"d": filler}))
+
+
+class _Stats:
+    """Counters shared by all connections of one worker (plain attributes: cheapest)."""
+
+    __slots__ = ("errors", "first_error", "latencies", "ok", "recording", "running")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.errors = 0
+        self.running = False
+        self.recording = False
+        self.latencies = array("q")
+        self.first_error = ""
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = text
+
+
+class BenchConnection(asyncio.Protocol):
+    """One connection: optional login, then echo, echo, echo... with one request in flight.
+
+    The request frame is a ``bytearray`` patched in place. That is safe only because the next
+    patch happens after the answer arrived, i.e. after the server read every byte we wrote.
+    """
+
+    __slots__ = (
+        "frame",
+        "in_flight",
+        "login_frame",
+        "ready",
+        "sent_at",
+        "seq",
+        "splitter",
+        "stats",
+        "transport",
+    )
+
+    def __init__(
+        self, stats: _Stats, template: bytes, login_frame: bytes | None, max_frame_bytes: int
+    ) -> None:
+        self.stats = stats
+        self.frame = bytearray(template)
+        self.login_frame = login_frame
+        self.splitter = FrameSplitter(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seq = 1 if login_frame else 0  # the login used sequence id 1
+        self.in_flight = False
+        self.sent_at = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.login_frame is None:
+            self.ready.set_result(None)
+        else:
+            self.transport.write(self.login_frame)
+
+    def data_received(self, data: bytes) -> None:
+        frames = self.splitter.feed(data)
+        if not self.ready.done():
+            self._login_answer(frames)
+        else:
+            stats = self.stats
+            for frame in frames:
+                _, msg_type, _, _, seq = unpack_header(frame)
+                if seq != self.seq or not self.in_flight:
+                    continue  # a push (sequence id 0) or a late answer: not ours to count
+                now = perf_counter_ns()
+                self.in_flight = False
+                if msg_type == _ECHO_RES:
+                    stats.ok += 1
+                    if stats.recording:
+                        stats.latencies.append(now - self.sent_at)
+                else:
+                    stats.error(f"answer type {msg_type} to ECHO_REQ")
+                if stats.running:
+                    self.send()
+        if self.splitter.error is not None:
+            self.stats.error(f"framing: {self.splitter.error}")
+            self.abandon()
+
+    def send(self) -> None:
+        seq = self.seq + 1
+        self.seq = seq
+        transport = self.transport
+        if transport is None:
+            return  # the connection is gone (its loss was counted)
+        _SEQ.pack_into(self.frame, _SEQ_OFFSET, seq)
+        self.in_flight = True
+        self.sent_at = perf_counter_ns()
+        transport.write(self.frame)
+
+    def abandon(self) -> None:
+        self.in_flight = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed during login: {exc}"))
+        if self.in_flight:
+            self.in_flight = False
+            self.stats.error(f"connection lost with a request in flight: {exc}")
+
+    def _login_answer(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            header = read_header(frame)
+            if header.sequence_id != 1:
+                continue
+            try:
+                payload = decode_payload(frame, header.flags)
+            except BadPayload as exc:
+                self.ready.set_exception(ConnectionError(f"login answer: {exc}"))
+                return
+            if header.msg_type == MsgType.LOGIN_RES and payload.get("ok") is True:
+                last_seq = payload.get("last_sequence_id")
+                if isinstance(last_seq, int) and last_seq > self.seq:
+                    self.seq = last_seq
+                self.ready.set_result(None)
+            else:
+                code = payload.get("error") or payload.get("code") or "?"
+                self.ready.set_exception(ConnectionError(f"login refused: {code}"))
+            return
+
+
+async def _open_connections(
+    cfg: BenchConfig, first_index: int, count: int, stats: _Stats
+) -> tuple[list[BenchConnection], list[str]]:
+    """Open (and log in) ``count`` connections, at most ``connect_concurrency`` at a time."""
+    loop = asyncio.get_running_loop()
+    template = echo_frame(cfg.payload_bytes)
+    gate = asyncio.Semaphore(max(1, cfg.connect_concurrency))
+    secret = cfg.auth_secret.encode() if cfg.auth_secret else None
+
+    async def open_one(index: int) -> BenchConnection | str:
+        login_frame = None
+        if cfg.login:
+            user_id = cfg.user_id_base + index
+            body: dict[str, Any] = {"user_id": user_id}
+            if secret is not None:
+                body["token"] = mint_token(secret, user_id, cfg.token_ttl_s)
+            login_frame = encode_message(MsgType.LOGIN_REQ, 1, body)
+        conn: BenchConnection | None = None
+        async with gate:
+            try:
+                async with asyncio.timeout(cfg.connect_timeout_s):
+                    _, conn = await loop.create_connection(
+                        lambda: BenchConnection(stats, template, login_frame, cfg.max_frame_bytes),
+                        cfg.host,
+                        cfg.port,
+                    )
+                    await conn.ready
+            except (OSError, TimeoutError) as exc:
+                if conn is not None and conn.transport is not None:
+                    conn.transport.abort()  # refused login: do not keep the socket
+                return f"{type(exc).__name__}: {exc}"
+            return conn
+
+    outcomes = await asyncio.gather(*(open_one(first_index + i) for i in range(count)))
+    conns = [o for o in outcomes if isinstance(o, BenchConnection)]
+    return conns, [o for o in outcomes if isinstance(o, str)]
+
+
+async def _publish(
+    stats: _Stats,
+    conns: list[BenchConnection],
+    shared: _Counters,
+    slot: int,
+    timeout_s: float,
+) -> None:
+    """Copy counters to shared memory for the parent's progress line; expire lost requests."""
+    timeout_ns = int(timeout_s * 1e9)
+    next_check = time.monotonic() + 1.0
+    while True:
+        shared[slot] = stats.ok
+        shared[slot + 1] = stats.errors
+        if time.monotonic() >= next_check:
+            next_check += 1.0
+            now = time.perf_counter_ns()
+            for conn in conns:
+                if conn.in_flight and now - conn.sent_at > timeout_ns:
+                    stats.error(f"no answer within {timeout_s}s")
+                    conn.abandon()
+        await asyncio.sleep(PUBLISH_INTERVAL_S)
+
+
+async def run_worker(
+    cfg: BenchConfig,
+    first_index: int,
+    count: int,
+    shared: _Counters,
+    slot: int,
+    wait_for_start: Callable[[], None],
+) -> WorkerResult:
+    """One worker's share of the run: connect, wait for the common start, echo, report."""
+    stats = _Stats()
+    conns, failures = await _open_connections(cfg, first_index, count, stats)
+    shared[slot + 2] = len(conns)
+    shared[slot + 3] = _PHASE_READY
+    wait_for_start()  # blocks the loop on purpose: every connection is idle until the start
+    result = WorkerResult(connections=len(conns), connect_errors=len(failures))
+    result.first_error = failures[0] if failures else ""
+    if conns:
+        publisher = asyncio.create_task(_publish(stats, conns, shared, slot, cfg.request_timeout_s))
+        stats.running = True
+        for conn in conns:
+            conn.send()
+        if cfg.warmup_s > 0:
+            await asyncio.sleep(cfg.warmup_s)
+        errors_before = stats.errors
+        started = time.perf_counter()
+        stats.recording = True
+        await asyncio.sleep(cfg.duration_s)
+        stats.recording = False
+        stats.running = False
+        result.elapsed_s = time.perf_counter() - started
+        result.messages = len(stats.latencies)
+        result.errors = stats.errors - errors_before
+        result.latencies = stats.latencies.tobytes()
+        result.first_error = result.first_error or stats.first_error
+        publisher.cancel()
+        shared[slot] = stats.ok
+        shared[slot + 1] = stats.errors
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+    shared[slot + 3] = _PHASE_DONE
+    return result
+
+
+def _worker_process(
+    cfg: BenchConfig,
+    first_index: int,
+    count: int,
+    shared: _Counters,
+    slot: int,
+    start: threading.Barrier,
+    results: multiprocessing.connection.Connection,
+) -> None:
+    raise_open_files_limit()
+
+    def wait_for_start() -> None:
+        start.wait(timeout=600)
+
+    try:
+        result = uvloop.run(run_worker(cfg, first_index, count, shared, slot, wait_for_start))
+    except threading.BrokenBarrierError:
+        result = WorkerResult(first_error="aborted before the start")
+    except Exception as exc:
+        result = WorkerResult(first_error=f"worker failed: {type(exc).__name__}: {exc}")
+    results.send(result)
+    results.close()
+
+
+def run_bench(cfg: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+    """Run the benchmark in worker processes; return the report (see :func:`build_report`)."""
+    processes = max(1, min(cfg.processes, cfg.connections))
+    ctx = multiprocessing.get_context("fork")  # cheap, and the parent has no loop or threads
+    shared = ctx.Array("q", processes * _SLOTS, lock=False)
+    start = ctx.Barrier(processes + 1)
+    workers: list[tuple[Any, multiprocessing.connection.Connection]] = []
+    first = 0
+    for index in range(processes):
+        count = cfg.connections // processes + (1 if index < cfg.connections % processes else 0)
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_worker_process,
+            args=(cfg, first, count, shared, index * _SLOTS, start, sender),
+            name=f"bench-worker-{index}",
+            daemon=True,
+        )
+        proc.start()
+        sender.close()
+        workers.append((proc, receiver))
+        first += count
+    try:
+        if progress is not None:
+            print(f"connecting {cfg.connections} connection(s)...", file=progress, flush=True)
+        if _await_ready(workers, shared):
+            start.wait(timeout=60)
+        else:
+            start.abort()  # a worker died while connecting: release the others
+        results = _collect(workers, shared, cfg, progress)
+    finally:
+        for proc, _ in workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+    return build_report(cfg, processes, results)
+
+
+def _await_ready(
+    workers: list[tuple[Any, multiprocessing.connection.Connection]], shared: _Counters
+) -> bool:
+    """Wait until every worker has opened its connections; ``False`` if one died first."""
+    while True:
+        if all(shared[i * _SLOTS + 3] >= _PHASE_READY for i in range(len(workers))):
+            return True
+        sentinels = [proc.sentinel for proc, _ in workers]
+        if multiprocessing.connection.wait(sentinels, timeout=0.05):
+            return all(shared[i * _SLOTS + 3] >= _PHASE_READY for i in range(len(workers)))
+
+
+def _collect(
+    workers: list[tuple[Any, multiprocessing.connection.Connection]],
+    shared: _Counters,
+    cfg: BenchConfig,
+    progress: TextIO | None,
+) -> list[WorkerResult]:
+    """Gather worker results, printing one progress line per second meanwhile."""
+    results: dict[int, WorkerResult] = {}
+    started = last_tick = time.monotonic()
+    last_ok = last_errors = 0
+    second = 0
+    while len(results) < len(workers):
+        waitables: list[Any] = []
+        for index, (proc, receiver) in enumerate(workers):
+            if index not in results:
+                waitables += [receiver, proc.sentinel]
+        ready = multiprocessing.connection.wait(
+            waitables, timeout=max(0.0, last_tick + 1.0 - time.monotonic())
+        )
+        for index, (proc, receiver) in enumerate(workers):
+            if index in results:
+                continue
+            if receiver in ready or receiver.poll():
+                with contextlib.suppress(EOFError):
+                    results[index] = receiver.recv()
+                    continue
+            if proc.sentinel in ready and not receiver.poll():
+                results[index] = WorkerResult(first_error=f"worker exited ({proc.exitcode})")
+        now = time.monotonic()
+        if now - last_tick >= 1.0:
+            second += 1
+            ok = sum(shared[i] for i in range(0, len(shared), _SLOTS))
+            errors = sum(shared[i + 1] for i in range(0, len(shared), _SLOTS))
+            if progress is not None:
+                phase = " (warmup)" if now - started <= cfg.warmup_s else ""
+                rate = (ok - last_ok) / (now - last_tick)
+                print(
+                    f"[{second:3d}s] {rate:10.0f} msg/s  errors {errors - last_errors}{phase}",
+                    file=progress,
+                    flush=True,
+                )
+            last_tick, last_ok, last_errors = now, ok, errors
+    return [results[i] for i in range(len(workers))]
+
+
+def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) -> dict[str, Any]:
+    """The JSON report: the keys the brief promised plus a few for diagnosis."""
+    messages = sum(r.messages for r in results)
+    elapsed = max((r.elapsed_s for r in results), default=0.0)
+    report: dict[str, Any] = {
+        "connections": sum(r.connections for r in results),
+        "duration_s": round(elapsed, 3),
+        "messages": messages,
+        "msgs_per_s": round(messages / elapsed, 1) if elapsed > 0 else 0.0,
+        **summarize_ms(merge_samples(r.latencies for r in results)),
+        "errors": sum(r.errors for r in results),
+        "connect_errors": sum(r.connect_errors for r in results),
+        "processes": processes,
+        "payload_bytes": cfg.payload_bytes,
+        "login": cfg.login,
+        "first_error": next((r.first_error for r in results if r.first_error), ""),
+    }
+    return report
+
+
+def format_report(report: dict[str, Any], cfg: BenchConfig) -> str:
+    lines = [
+        f"target      {cfg.host}:{cfg.port}  ({'login' if cfg.login else 'no login'}, "
+        f"{cfg.payload_bytes}-byte payloads, {report['processes']} process(es))",
+        f"connections {report['connections']} open, {report['connect_errors']} failed",
+        f"messages    {report['messages']} in {report['duration_s']} s = "
+        f"{report['msgs_per_s']:.0f} msgs/s",
+        f"latency ms  p50 {report['p50_ms']}  p90 {report['p90_ms']}  "
+        f"p99 {report['p99_ms']}  max {report['max_ms']}",
+        f"errors      {report['errors']}",
+    ]
+    if report["first_error"]:
+        lines.append(f"first error {report['first_error']}")
+    return "\n".join(lines)
+
+
+def default_user_id_base() -> int:
+    """A base unlikely to collide with another run's users (ids stay below 2**31)."""
+    return 100_000_000 + (os.getpid() * 7919 + int(time.time() * 1000)) % 1_000_000_000

@@ -1,0 +1,169 @@
+"""``python -m test_client`` as a user runs it: real subprocesses against the echo server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from protocol.auth import verify_token
+from test_client import GameClient
+from test_client.shell import execute, split_script
+from test_client.testing import EchoServerProcess, free_port
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "test_client", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[EchoServerProcess]:
+    with EchoServerProcess() as server:
+        yield server
+
+
+def target(server: EchoServerProcess) -> list[str]:
+    return ["--host", server.host, "--port", str(server.port)]
+
+
+def test_mint_token_prints_a_token_the_server_accepts() -> None:
+    done = run_cli("mint-token", "--secret", "s3cret", "--user-id", "42", "--ttl", "60")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert verify_token(b"s3cret", 42, token) is None
+    assert verify_token(b"s3cret", 43, token) is not None
+    assert verify_token(b"other", 42, token) is not None
+
+
+def test_scripted_session_prints_results_and_succeeds(echo_server: EchoServerProcess) -> None:
+    done = run_cli(*target(echo_server), "--user-id", "42", "--run", "echo hi; ping; logout")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith('ok login {"ok":true')
+    assert lines[1] == 'ok echo {"text":"hi"}'
+    assert lines[2].startswith("ok ping ")
+    assert lines[3] == 'ok logout {"ok":true}'
+
+
+def test_scripted_session_exits_1_when_a_command_fails(echo_server: EchoServerProcess) -> None:
+    done = run_cli(*target(echo_server), "--user-id", "42", "--run", "move 1 2; echo after")
+    assert done.returncode == 1
+    assert "error move UNKNOWN_MESSAGE_TYPE" in done.stdout
+    assert 'ok echo {"text":"after"}' in done.stdout  # the script goes on
+
+
+def test_connection_failure_is_one_clear_line() -> None:
+    port = str(free_port())
+    done = run_cli("--host", "127.0.0.1", "--port", port, "--user-id", "1", "--run", "ping")
+    assert done.returncode == 1
+    assert f"cannot connect to any gateway (127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_interactive_session_reads_stdin_until_quit(echo_server: EchoServerProcess) -> None:
+    done = run_cli(*target(echo_server), "--user-id", "5", stdin="echo hello there\nhelp\nquit\n")
+    assert done.returncode == 0, done.stderr
+    assert 'ok echo {"text":"hello there"}' in done.stdout
+    assert "commands:" in done.stdout
+
+
+def test_user_id_is_required_without_a_subcommand() -> None:
+    done = run_cli("--run", "ping")
+    assert done.returncode == 2
+    assert "--user-id is required" in done.stderr
+
+
+def test_split_script() -> None:
+    assert split_script("echo a; ping;;\nmove 1 2 ") == ["echo a", "ping", "move 1 2"]
+
+
+async def test_bad_command_lines_are_reported_without_a_request() -> None:
+    printed: list[str] = []
+    client = GameClient()  # never connected: usage errors must not reach the network
+    for line in ("move 1", "move a b", "whisper x hi", "frobnicate"):
+        outcome = await execute(client, line, printed.append)
+        assert not outcome.ok
+    assert all(line.split()[0] == "error" and "usage" in line for line in printed)
+    assert (await execute(client, "quit", printed.append)).stop
+
+
+def test_bench_json_against_the_echo_server(echo_server: EchoServerProcess) -> None:
+    done = run_cli(
+        "bench",
+        *target(echo_server),
+        "--connections",
+        "10",
+        "--duration",
+        "2",
+        "--payload-bytes",
+        "100",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    for key in (
+        "connections",
+        "duration_s",
+        "messages",
+        "msgs_per_s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "errors",
+    ):
+        assert key in report
+    assert report["connections"] == 10
+    assert report["messages"] > 0
+    assert report["errors"] == 0
+    assert 0 < report["p50_ms"] <= report["p90_ms"] <= report["p99_ms"] <= report["max_ms"]
+    assert "msg/s" in done.stderr  # progress lines go to stderr, JSON alone to stdout
+
+
+def test_bench_splits_connections_over_processes(echo_server: EchoServerProcess) -> None:
+    done = run_cli(
+        "bench",
+        *target(echo_server),
+        "--connections",
+        "5",
+        "--duration",
+        "1",
+        "--processes",
+        "2",
+        "--no-login",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "connections 5 open, 0 failed" in done.stdout
+    assert "errors      0" in done.stdout
+
+
+def test_bench_without_a_server_fails_clearly() -> None:
+    done = run_cli(
+        "bench",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--connections",
+        "3",
+        "--duration",
+        "1",
+        "--json",
+        "--quiet",
+    )
+    assert done.returncode == 1
+    assert "no connection" in done.stderr
+    assert orjson.loads(done.stdout)["connect_errors"] == 3
