@@ -276,3 +276,15 @@ def test_bad_flag_value_exits_2_naming_the_variable(module: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert SERVICES[module].__dataclass_fields__["metrics_port"].metadata["env"] in lines[0]
+
+
+def test_describe_masks_passwords_in_redis_urls() -> None:
+    from gameserver.config import GameServerConfig
+    from servicekit.config import describe
+
+    config = GameServerConfig(redis_connection="redis://user:s3cr3t@redis.example:6380/2",
+                              auth_mode="hmac", auth_secret="hush")
+    line = describe(config)
+    assert "s3cr3t" not in line and "hush" not in line
+    assert "REDIS_CONNECTION=redis://user:***@redis.example:6380/2" in line
+    assert "AUTH_SECRET=***" in line

@@ -108,6 +108,9 @@ async def _moved(fetch):  # type: ignore[no-untyped-def]
         ("truncated LZ4", encode_frame(MsgType.ECHO_REQ, 7,
                                        lz4.frame.compress(b'{"a": 1}' * 50)[:-6], FLAG_LZ4),
          ErrorCode.BAD_PAYLOAD),
+        ("LZ4 inflating beyond MAX_FRAME_BYTES", encode_frame(
+            MsgType.ECHO_REQ, 7, lz4.frame.compress(b'{"a": "' + b"x" * 100_000 + b'"}'),
+            FLAG_LZ4), ErrorCode.BAD_PAYLOAD),
         ("unknown type", encode_message(999, 7, {}), ErrorCode.UNKNOWN_MESSAGE_TYPE),
         ("a response type", encode_message(MsgType.ECHO_RES, 7, {}),
          ErrorCode.UNKNOWN_MESSAGE_TYPE),

@@ -7,7 +7,8 @@ from typing import Any
 
 import redis as redis_sync
 
-from protocol import ErrorCode, KickReason, MsgType
+from protocol import FLAG_LZ4, ErrorCode, KickReason, MsgType
+from protocol.payload import encode_message
 from tests.support.cluster import Cluster
 from tests.support.raw import RawClient
 from tests.support.users import new_user_id
@@ -36,7 +37,7 @@ async def request_until_answered(client: RawClient, msg_type: int, seq: int,
 async def test_move_retry_after_gameserver_kill_9_and_restart(system_factory) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = system_factory()
     client = await RawClient.connect(cluster.gateway_address)
-    login = (await client.login(new_user_id())).payload
+    login = (await client.login(new_user_id(), accept_compression=["lz4"])).payload
     acked = await client.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
     assert acked.payload["moves"] == 1
 
@@ -57,6 +58,9 @@ async def test_move_retry_after_gameserver_kill_9_and_restart(system_factory) ->
     assert again_3.raw == retried_3.raw
     fourth = await client.request(MsgType.MOVE_REQ, 4, {"x": 3, "y": 3})
     assert fourth.payload["moves"] == 3
+    # The adopted session kept the compression the client negotiated at login.
+    big = await client.request(MsgType.ECHO_REQ, 5, {"blob": "q" * 4000})
+    assert big.flags & FLAG_LZ4 and big.payload == {"blob": "q" * 4000}
     assert login["session_id"] > 0
     await client.close()
 
@@ -159,3 +163,65 @@ async def test_session_expires_after_grace(system_factory) -> None:  # type: ign
     wait_until(lambda: "gameserver_sessions_expired_total 1.0"
                in cluster.gameserver.process.metrics_text(), timeout=10)
     await fresh.close()
+
+
+async def test_server_busy_is_not_cached_and_retry_is_processed(  # type: ignore[no-untyped-def]
+    system_factory, redis_factory
+) -> None:
+    redis_server = redis_factory(persistent=True)
+    cluster: Cluster = system_factory(redis=redis_server, env={"MAX_PENDING_COMMITS": "1"})
+    clients = [await RawClient.connect(cluster.gateway_address) for _ in range(3)]
+    for client in clients:
+        await client.login(new_user_id())
+    redis_server.stop()
+    await clients[0].send_msg(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})  # in flight, held
+    await asyncio.sleep(0.2)
+    await clients[1].send_msg(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})  # queued, held
+    busy = await clients[2].request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    assert busy.msg_type == MsgType.ERROR_RES
+    assert busy.payload["code"] == ErrorCode.SERVER_BUSY
+    redis_server.start()
+    for client in clients[:2]:
+        assert (await client.expect(MsgType.MOVE_RES, 2, timeout=20)).payload["moves"] == 1
+    # The refused request did nothing, so its retry is processed, not answered from a cache.
+    retry = await clients[2].request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    assert retry.msg_type == MsgType.MOVE_RES and retry.payload["moves"] == 1
+    for client in clients:
+        await client.close()
+
+
+async def test_redis_losing_its_data_ends_sessions_cleanly(  # type: ignore[no-untyped-def]
+    system_factory, redis_factory
+) -> None:
+    redis_server = redis_factory(persistent=False)
+    cluster: Cluster = system_factory(redis=redis_server)
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    redis_server.restart()  # comes back empty
+    wait_until(lambda: cluster.gameserver.process.readyz_status() == 200, timeout=15)
+    await client.send_msg(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    frames = await client.wait_closed(timeout=15)
+    assert frames == []  # no answer for a state change that could not be stored, no kick
+    fresh = await RawClient.connect(cluster.gateway_address)
+    res = await request_until_answered(fresh, MsgType.RECONNECT_REQ, 1, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is False and res.payload["error"] == "INVALID_SESSION"
+    await fresh.login(new_user_id(), seq=2)
+    await fresh.close()
+
+
+async def test_a_trickle_of_bytes_is_still_idle(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(env={"IDLE_TIMEOUT_S": "0.5"})
+    client = await RawClient.connect(cluster.gateway_address)
+    await client.login(new_user_id())
+
+    async def trickle() -> None:
+        partial = encode_message(MsgType.ECHO_REQ, 2, {"pad": "x" * 200})
+        for i in range(len(partial) - 1):
+            await client.send(partial[i:i + 1])
+            await asyncio.sleep(0.05)
+
+    sending = asyncio.create_task(trickle())
+    frames = await client.wait_closed(timeout=10)
+    sending.cancel()
+    assert [f.payload for f in frames] == [{"reason": KickReason.IDLE_TIMEOUT}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 
 from protocol import KickReason, MsgType
@@ -84,6 +85,19 @@ async def test_gateway_sigterm_kicks_and_client_library_resumes_elsewhere(
     assert client.session_id == login["session_id"]
     assert client.reconnect_count >= 1
     await client.close()
+
+
+async def test_gateway_drain_keeps_serving_during_the_grace(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(env={"GATEWAY_DRAIN_GRACE_S": "3"})
+    client = await RawClient.connect(cluster.gateway_address)
+    await client.login(new_user_id())
+    cluster.gateway.process.send_signal(signal.SIGTERM)
+    kick = await client.expect(MsgType.KICKOUT_NTF, 0)
+    assert kick.payload == {"reason": KickReason.SERVER_SHUTDOWN}
+    echo = await client.request(MsgType.ECHO_REQ, 2, {"late": True})
+    assert echo.payload == {"late": True}
+    assert await client.wait_closed(timeout=10) == []
+    assert cluster.gateway.process.wait_exit(10) == 0
 
 
 async def test_metrics_health_and_readiness_endpoints(system_factory) -> None:  # type: ignore[no-untyped-def]

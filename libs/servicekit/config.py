@@ -133,6 +133,13 @@ def load_or_exit[T](
         raise SystemExit(2) from None
 
 
+def _mask_url_password(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    credentials, at, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***{at}{host}"
+
+
 def describe(config: Any) -> str:
     """``NAME=value`` pairs for the start-up log line, secrets masked."""
     parts = []
@@ -141,5 +148,7 @@ def describe(config: Any) -> str:
         env = field.metadata["env"]
         if "SECRET" in env or "PASSWORD" in env:
             value = "***" if value else ""
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            value = _mask_url_password(value)
         parts.append(f"{env}={value}")
     return " ".join(parts)

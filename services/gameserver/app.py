@@ -18,7 +18,7 @@ from gameserver.config import GameServerConfig
 from gameserver.handlers import router
 from gameserver.hub import REDIS_FAILURES, Hub
 from gameserver.keys import Keys
-from gameserver.link import GatewayLink, PortInUse
+from gameserver.link import CannotBind, GatewayLink, PortInUse
 from gameserver.middlewares import standard_middlewares
 from gameserver.registry import NodeIdConflict, NodeInfo
 from gameserver.store import SessionStore
@@ -56,6 +56,7 @@ class GameServerApp:
         self.registered_at = 0.0
         self.redis_ok = True
         self.hub: Hub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.node = NodeInfo(
             node_id=config.node_id, instance=self.instance,
             host=advertise_host(config.advertise_host), p2p_port=config.p2p_port,
@@ -91,6 +92,11 @@ class GameServerApp:
             ops.close()
             return self._bind_failed(OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
                                      "GAMESERVER_P2P_PORT")
+        except CannotBind as exc:
+            ops.close()
+            log.error("Cannot listen for Gateways (GAMESERVER_BIND_HOST, GAMESERVER_P2P_PORT): "
+                      "%s", exc)
+            return 1
         self.hub = Hub(config, self.store, link, standard_middlewares(), router)
         metrics.node_info.labels(str(config.node_id), self.instance).set(1)
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
@@ -100,13 +106,10 @@ class GameServerApp:
             loop.add_signal_handler(sig, self._request_stop, sig)
         log.info("P2P listening: tcp://%s:%d (advertised as %s)", config.bind_host,
                  config.p2p_port, self.node.host)
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
-        leases = asyncio.create_task(self._lease_loop())
+        self._tasks = [asyncio.create_task(self._heartbeat_loop()),
+                       asyncio.create_task(self._lease_loop())]
         await self.stopping.wait()
         await self._drain()
-        for task in (heartbeat, leases):
-            task.cancel()
-        await asyncio.gather(heartbeat, leases, return_exceptions=True)
         link.close()
         ops.close()
         await self.redis.aclose()
@@ -190,6 +193,14 @@ class GameServerApp:
         self.hub.accepting = False
         try:
             await self.hub.shutdown()
-            await self.store.release_node()
         except REDIS_FAILURES as exc:
             log.error("Redis unavailable during drain: %s", exc)
+        # No heartbeat may re-register the node after it is released.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.store.release_node()
+        except REDIS_FAILURES as exc:
+            log.error("Could not remove the registry entry (it expires in NODE_TTL_S): %s",
+                      exc)

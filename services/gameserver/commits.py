@@ -39,7 +39,7 @@ class CommitQueue:
         self,
         store: SessionStore,
         deliver: Callable[[Session, bytes], None],
-        on_fenced: Callable[[Session], None],
+        on_fenced: Callable[[Session, str], None],
         cache_size: int,
         lease_ms: int,
         max_pending: int,
@@ -59,6 +59,8 @@ class CommitQueue:
         self._done_generation = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.redis_ok = True
+        self._inflight_writes = 0
+        metrics.commits_pending.set_function(lambda: len(self._writes) + self._inflight_writes)
 
     @property
     def pending(self) -> int:
@@ -97,8 +99,8 @@ class CommitQueue:
         self._inflight = True
         self._started_generation += 1
         writes, self._writes = self._writes, {}
+        self._inflight_writes = len(writes)
         release, self._release = self._release, []
-        metrics.commits_pending.set(len(writes))
         self._loop.create_task(self._commit(self._started_generation, writes, release))
 
     async def _commit(
@@ -107,7 +109,7 @@ class CommitQueue:
         writes: dict[int, _PendingWrite],
         release: list[tuple[Session, bytes]],
     ) -> None:
-        fenced: set[int] = set()
+        fenced: dict[int, str] = {}
         if writes:
             # Snapshot now: a retry must write exactly this state, never a later one whose
             # responses belong to the next commit.
@@ -130,17 +132,16 @@ class CommitQueue:
             if session.session_id in fenced or session.closed:
                 continue
             self._deliver(session, response)
-        for sid in fenced:
-            self._on_fenced(writes[sid].session)
+        for sid, reason in fenced.items():
+            self._on_fenced(writes[sid].session, reason)
         self._done_generation = generation
         self._inflight = False
+        self._inflight_writes = 0
         self._wake_waiters()
         if self._writes or self._release:
             self._schedule()
-        else:
-            metrics.commits_pending.set(0)
 
-    async def _commit_with_retry(self, batch: list[SessionWrite]) -> set[int]:
+    async def _commit_with_retry(self, batch: list[SessionWrite]) -> dict[int, str]:
         attempt = 0
         while True:
             try:
@@ -154,7 +155,8 @@ class CommitQueue:
                 attempt += 1
                 continue
             if not self.redis_ok:
-                log.info("Redis is back: %d held session writes committed", len(batch))
+                log.info("Redis is back: %d held session writes committed, %d refused "
+                         "(session moved or gone)", len(batch) - len(fenced), len(fenced))
             self.redis_ok = True
             return fenced
 

@@ -55,7 +55,8 @@ class GameServerConfig:
         1024, env="COMPRESSION_THRESHOLD_BYTES",
         help="payloads above this are LZ4-compressed for clients that accept lz4", min=0)
     max_frame_bytes: int = setting(65536, env="MAX_FRAME_BYTES",
-                                   help="largest frame length field (must match the Gateway)",
+                                   help="largest frame length field, also the bound for "
+                                   "decompressed payloads and responses (match the Gateway)",
                                    min=64, max=16 * 1024 * 1024)
     heartbeat_s: float = setting(1.0, env="NODE_HEARTBEAT_S",
                                  help="registry heartbeat interval", min=0.05)
@@ -63,7 +64,8 @@ class GameServerConfig:
                                 help="registry entry expiry without heartbeat", min=0.2)
     max_pending_commits: int = setting(
         10000, env="MAX_PENDING_COMMITS",
-        help="state changes waiting for Redis before new ones get SERVER_BUSY", min=1)
+        help="sessions queued for the next group commit before MOVEs get SERVER_BUSY",
+        min=1)
     drain_timeout_s: float = setting(
         10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)

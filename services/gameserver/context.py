@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from protocol.frame import HEADER
+from protocol.frame import HEADER, LENGTH_PREFIX_SIZE
 from protocol.messages import RESPONSE_TYPE, ErrorCode, MsgType
 from protocol.payload import decode_payload, encode_message
 
@@ -75,7 +75,10 @@ class RequestContext:
     def payload(self) -> dict[str, Any]:
         """The decoded JSON object; raises :class:`protocol.BadPayload` on bad input."""
         if self._payload is _UNDECODED:
-            self._payload = decode_payload(self.frame, self.flags)
+            # A compressed payload may not inflate beyond what an uncompressed frame could
+            # carry: that also bounds every response that echoes it back.
+            self._payload = decode_payload(self.frame, self.flags,
+                                           self.hub.config.max_frame_bytes)
         payload: dict[str, Any] = self._payload
         return payload
 
@@ -91,7 +94,10 @@ class RequestContext:
             msg_type = RESPONSE_TYPE[self.msg_type]
         session = self.session
         compress_above = session.compress_above if session is not None else None
-        self.response = encode_message(msg_type, self.sequence_id, payload, compress_above)
+        response = encode_message(msg_type, self.sequence_id, payload, compress_above)
+        if len(response) - LENGTH_PREFIX_SIZE > self.hub.config.max_frame_bytes:
+            raise Reject(ErrorCode.BAD_PAYLOAD, "the response would exceed MAX_FRAME_BYTES")
+        self.response = response
 
     def fail(self, code: ErrorCode, message: str) -> None:
         self.result = code.value

@@ -91,8 +91,9 @@ async def reconnect(ctx: RequestContext) -> Any:
     key = payload.get("reconnect_key")
     if not isinstance(key, str) or not key:
         raise Reject(ErrorCode.BAD_PAYLOAD, "reconnect_key must be a non-empty string")
+    accept_lz4 = _accepts_lz4(payload)
     try:
-        session = await ctx.hub.reconnect(ctx, session_id, key, _accepts_lz4(payload))
+        session = await ctx.hub.reconnect(ctx, session_id, key, accept_lz4)
     except Reject as rejection:
         _login_failure(ctx, rejection.code, rejection.message)
         return None

@@ -203,7 +203,7 @@ class Hub:
         try:
             result = await self.store.login(
                 user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
-                self.lease_ms, TOMBSTONE_MS,
+                self.lease_ms, TOMBSTONE_MS, accept_lz4,
             )
         except REDIS_FAILURES as exc:
             log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id, exc)
@@ -234,7 +234,8 @@ class Hub:
             await self.commits.barrier()
         try:
             result = await self.store.resume(session_id, hash_key(key), new_hash,
-                                             ctx.gateway_id, ctx.socket_id.hex(), self.lease_ms)
+                                             ctx.gateway_id, ctx.socket_id.hex(), self.lease_ms,
+                                             accept_lz4)
         except ResumeRejected as rejected:
             raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
         except REDIS_FAILURES as exc:
@@ -283,7 +284,7 @@ class Hub:
         probe = RequestContext(self, gateway_id, socket_id, session_id, frame, None)
         try:
             result = await self.store.resume(session_id, "", "", gateway_id, socket_id.hex(),
-                                             self.lease_ms)
+                                             self.lease_ms, None)
         except ResumeRejected as rejected:
             log.info("Pinned socket has no resumable session: Socket=%s, SessionId=%d (%s)",
                      format_socket_id(socket_id), session_id, rejected.code)
@@ -299,7 +300,7 @@ class Hub:
             assert probe.response is not None
             self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
             return None
-        session = self._take_over(probe, session_id, result, False,
+        session = self._take_over(probe, session_id, result, result.accept_lz4,
                                   KickReason.SESSION_RESUMED_ELSEWHERE)
         metrics.sessions_resumed.labels("adopt").inc()
         log.info("Session adopted after restart: UserId=%d, SessionId=%d, Socket=%s",
@@ -309,12 +310,16 @@ class Hub:
     async def logout(self, session: Session) -> None:
         await self.commits.barrier()
         try:
-            await self.store.logout(session.session_id, session.epoch)
+            ended = await self.store.logout(session.session_id, session.epoch)
         except REDIS_FAILURES as exc:
             log.error("Logout failed, Redis unavailable: SessionId=%d: %s",
                       session.session_id, exc)
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         self.sessions.forget(session)
+        if not ended:
+            log.warning("Logout of a session owned elsewhere now: SessionId=%d",
+                        session.session_id)
+            raise Reject(ErrorCode.INVALID_SESSION, "this session was taken over elsewhere")
         metrics.sessions_logged_out.inc()
         log.info("Session logged out: UserId=%d, SessionId=%d", session.user_id,
                  session.session_id)
@@ -329,7 +334,8 @@ class Hub:
             return
         try:
             detached = await self.store.detach(session.session_id, session.epoch,
-                                               socket_id.hex(), session.last_seq, self.grace_ms)
+                                               socket_id.hex(), session.last_seq, self.grace_ms,
+                                               TOMBSTONE_MS)
         except REDIS_FAILURES as exc:
             log.error("Could not mark session detached (its lease will expire it): "
                       "SessionId=%d: %s", session.session_id, exc)
@@ -343,14 +349,23 @@ class Hub:
                      session.session_id, format_socket_id(socket_id), reason,
                      self.config.reconnect_grace_s)
 
-    def _on_fenced(self, session: Session) -> None:
-        """Another owner has this session now: drop it here without touching Redis."""
-        log.warning("Session taken over elsewhere, dropping local copy: SessionId=%d",
-                    session.session_id)
+    def _on_fenced(self, session: Session, reason: str) -> None:
+        """The session is not ours any more: drop it here without touching Redis.
+
+        ``moved``: another owner took it (newer epoch): its socket gets
+        SESSION_RESUMED_ELSEWHERE. ``gone``: it no longer exists (lease expired, Redis lost
+        its data): the socket is closed without a kick, so a client's RECONNECT learns
+        INVALID_SESSION and logs in again.
+        """
+        log.warning("Session no longer ours (%s), dropping local copy: SessionId=%d",
+                    reason, session.session_id)
         metrics.sessions_fenced.inc()
         if session.socket_id is not None and session.gateway_id is not None:
-            self.kick(session.gateway_id, session.socket_id,
-                      KickReason.SESSION_RESUMED_ELSEWHERE)
+            if reason == "moved":
+                self.kick(session.gateway_id, session.socket_id,
+                          KickReason.SESSION_RESUMED_ELSEWHERE)
+            else:
+                self.link.send(session.gateway_id, Kind.CLOSE, session.socket_id, 0, b"")
         self.sessions.forget(session)
 
     # ----------------------------------------------------------------- housekeeping
@@ -358,10 +373,10 @@ class Hub:
         owned = [s.session_id for s in self.sessions.by_id.values() if s.socket_id is not None]
         for start in range(0, len(owned), 1000):
             lost = await self.store.renew(owned[start:start + 1000], self.lease_ms)
-            for sid in lost:
+            for sid, reason in lost.items():
                 session = self.sessions.by_id.get(sid)
                 if session is not None:
-                    self._on_fenced(session)
+                    self._on_fenced(session, reason)
 
     async def count_expired(self) -> None:
         """Sessions detached here whose grace has passed and that Redis no longer holds
@@ -389,7 +404,7 @@ class Hub:
                 continue
             try:
                 await self.store.detach(session.session_id, session.epoch, socket_id.hex(),
-                                        session.last_seq, self.grace_ms)
+                                        session.last_seq, self.grace_ms, TOMBSTONE_MS)
             except REDIS_FAILURES as exc:
                 log.error("Could not detach SessionId=%d at shutdown: %s",
                           session.session_id, exc)

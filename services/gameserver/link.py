@@ -31,6 +31,10 @@ class PortInUse(Exception):
     pass
 
 
+class CannotBind(Exception):
+    """Binding failed for another reason (bad address, permissions)."""
+
+
 class GatewayLink:
     def __init__(
         self,
@@ -57,7 +61,7 @@ class GatewayLink:
             sock.close(0)
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(port) from None
-            raise
+            raise CannotBind(f"tcp://{bind_host}:{port}: {exc}") from None
         self._socket = sock
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False

@@ -14,7 +14,8 @@ NS = "gameserver"
 
 handler_duration = FastHistogram(
     f"{NS}_handler_duration_seconds",
-    "Time spent in the middleware pipeline and handler, by message type",
+    "Time spent handling a request (router and handler, after the idempotency check), "
+    "by message type",
     ["msg_type"],
 )
 requests = FastCounter(
@@ -65,7 +66,9 @@ commit_batch_sessions = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
 )
 commits_pending = Gauge(
-    f"{NS}_commits_pending", "State changes waiting to reach Redis (responses held back)"
+    f"{NS}_commits_pending",
+    "Sessions with state changes not yet in Redis (queued or being written; their "
+    "responses are held back)"
 )
 gateways_connected = Gauge(
     f"{NS}_gateways_connected", "Gateways that said HELLO within the liveness window"

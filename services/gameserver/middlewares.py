@@ -19,6 +19,10 @@ log = logging.getLogger("gameserver.pipeline")
 
 #: Requests that establish a session: they are not subject to sequence-id deduplication.
 SESSION_ESTABLISHING = frozenset({MsgType.LOGIN_REQ, MsgType.RECONNECT_REQ})
+#: "Try again later" answers: the request was not carried out, so a retry with the same
+#: sequence id must be processed, not answered from the cache.
+TRANSIENT_RESULTS = frozenset({ErrorCode.SERVER_BUSY.value, ErrorCode.SERVER_UNAVAILABLE.value,
+                               ErrorCode.INTERNAL_ERROR.value})
 
 
 class ExceptionHandlingMiddleware:
@@ -81,7 +85,6 @@ class IdempotencyMiddleware:
             if cached is not None:
                 self._cached[0] += 1
                 ctx.response = cached
-                ctx.result = "duplicate"
                 ctx.hold = seq in session.uncommitted
             else:
                 self._rejected[0] += 1
@@ -98,7 +101,10 @@ class IdempotencyMiddleware:
             if session.last_seq == seq:
                 session.last_seq = previous
             raise
-        if ctx.response is not None:
+        if ctx.result in TRANSIENT_RESULTS:
+            if session.last_seq == seq:
+                session.last_seq = previous
+        elif ctx.response is not None:
             session.cache.put(seq, ctx.response)
 
 

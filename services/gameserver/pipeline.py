@@ -80,13 +80,13 @@ class Router:
             return
         try:
             result = await spec.fn(ctx)
+            if ctx.response is None and result is not None:
+                ctx.reply(result)
         except Reject as rejection:
             ctx.fail(rejection.code, rejection.message)
             return
         except BadPayload as exc:
             ctx.fail(ErrorCode.BAD_PAYLOAD, str(exc))
             return
-        if ctx.response is None and result is not None:
-            ctx.reply(result)
         if spec.mutates_state:
             ctx.needs_commit = True

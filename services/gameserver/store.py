@@ -52,6 +52,7 @@ class ResumeResult:
     old_attached: bool
     old_node_id: int | None
     player: PlayerState
+    accept_lz4: bool
     responses: list[tuple[int, bytes]]  # newest first
 
 
@@ -95,23 +96,14 @@ class SessionStore:
         finally:
             metrics.redis_duration.labels(name).observe(time.perf_counter() - start)
 
-    async def ping(self) -> None:
-        start = time.perf_counter()
-        try:
-            await self.client.ping()
-        except Exception:
-            metrics.redis_errors.labels("ping").inc()
-            raise
-        finally:
-            metrics.redis_duration.labels("ping").observe(time.perf_counter() - start)
-
     async def login(
         self, user_id: int, key_hash: str, gateway: bytes, socket_hex: str, login_seq: int,
-        lease_ms: int, tomb_ms: int,
+        lease_ms: int, tomb_ms: int, accept_lz4: bool,
     ) -> LoginResult:
         r = await self._run("login", (), (
             self.keys.prefix, user_id, key_hash, self.owner, self.node_id, gateway.decode(),
             socket_hex, login_seq, lease_ms, int(time.time() * 1000), tomb_ms,
+            int(accept_lz4),
         ))
         old_sid = int(r[1]) if r[1] else None
         return LoginResult(
@@ -125,17 +117,19 @@ class SessionStore:
 
     async def resume(
         self, session_id: int, key_hash: str, new_key_hash: str, gateway: bytes,
-        socket_hex: str, lease_ms: int,
+        socket_hex: str, lease_ms: int, accept_lz4: bool | None,
     ) -> ResumeResult:
-        """RECONNECT (with a key) or adoption of a pinned socket (``key_hash=''``)."""
+        """RECONNECT (with a key) or adoption of a pinned socket (``key_hash=''``);
+        ``accept_lz4=None`` keeps the session's stored compression choice."""
         r = await self._run("resume", (), (
             self.keys.prefix, session_id, key_hash, new_key_hash, self.owner, self.node_id,
             gateway.decode(), socket_hex, lease_ms,
+            "" if accept_lz4 is None else int(accept_lz4),
         ))
         if r[0] == b"ERR":
             raise ResumeRejected(_text(r[1]))
         responses = []
-        for entry in r[11:]:
+        for entry in r[12:]:
             responses.append((int.from_bytes(entry[:SEQ_BYTES], "big"), bytes(entry[SEQ_BYTES:])))
         old_socket_text = _text(r[5])
         return ResumeResult(
@@ -147,33 +141,36 @@ class SessionStore:
             old_attached=r[6] == b"1",
             old_node_id=int(r[7]) if r[7] else None,
             player=PlayerState.from_redis(r[8], r[9], r[10]),
+            accept_lz4=r[11] == b"1",
             responses=responses,
         )
 
     async def commit(self, writes: Sequence[SessionWrite], cache_size: int,
-                     lease_ms: int) -> set[int]:
-        """Write all changes atomically; returns the fenced session ids (not written)."""
+                     lease_ms: int) -> dict[int, str]:
+        """Write all changes atomically; returns the sessions not written, each with
+        ``'moved'`` (another owner) or ``'gone'`` (no longer exists)."""
         args: list[Any] = [self.keys.prefix, cache_size, lease_ms]
         for w in writes:
             args += [w.session_id, w.epoch, w.user_id, repr(w.player.x), repr(w.player.y),
                      w.player.moves, w.last_seq, len(w.responses)]
             args += [seq.to_bytes(SEQ_BYTES, "big") + body for seq, body in w.responses]
         fenced = await self._run("commit", (), args)
-        return {int(sid) for sid in fenced}
+        return {int(fenced[i]): _text(fenced[i + 1]) for i in range(0, len(fenced), 2)}
 
     async def detach(self, session_id: int, epoch: int, socket_hex: str, last_seq: int,
-                     grace_ms: int) -> bool:
+                     grace_ms: int, tomb_ms: int) -> bool:
         r = await self._run("detach", (), (
-            self.keys.prefix, session_id, epoch, socket_hex, last_seq, grace_ms))
+            self.keys.prefix, session_id, epoch, socket_hex, last_seq, grace_ms, tomb_ms))
         return bool(r)
 
     async def logout(self, session_id: int, epoch: int) -> bool:
         return bool(await self._run("logout", (), (self.keys.prefix, session_id, epoch)))
 
-    async def renew(self, session_ids: Sequence[int], lease_ms: int) -> set[int]:
+    async def renew(self, session_ids: Sequence[int], lease_ms: int) -> dict[int, str]:
+        """Extend the leases; returns the sessions no longer ours ('moved' or 'gone')."""
         lost = await self._run("renew", (), (self.keys.prefix, self.owner, lease_ms,
                                               *session_ids))
-        return {int(sid) for sid in lost}
+        return {int(lost[i]): _text(lost[i + 1]) for i in range(0, len(lost), 2)}
 
     async def session_exists(self, session_id: int) -> bool:
         return bool(await self.client.exists(self.keys.session(session_id)))

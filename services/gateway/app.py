@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
@@ -19,7 +20,6 @@ from gateway.discovery import read_registry
 from gateway.links import GameServerLinks
 from gateway.relay import Relay
 from protocol.internal import gateway_routing_id
-from protocol.messages import KickReason
 from servicekit.config import describe
 from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
@@ -141,24 +141,31 @@ class GatewayApp:
                     self.relay.kick_idle(conn)
 
     async def _drain(self, server: asyncio.Server) -> None:
-        """Stop accepting, tell every client SERVER_SHUTDOWN, give them a grace to go."""
+        """Stop accepting, tell every client SERVER_SHUTDOWN, close after a grace.
+
+        During the grace the connections keep working, so answers in flight arrive; clients
+        that leave on their own (the client library reconnects elsewhere at once) shorten
+        it. Then the rest are closed, their buffers flushed, and stragglers aborted.
+        """
         relay = self.relay
         relay.accepting = False
         server.close()
-        count = len(relay.connections)
-        log.info("Draining %d client connections (grace %.1fs)", count,
-                 self.config.drain_grace_s)
+        grace = self.config.drain_grace_s
+        log.info("Draining %d client connections (grace %.1fs)", len(relay.connections), grace)
         emptied = asyncio.Event()
         relay.on_empty = emptied.set
-        relay.kick_all(KickReason.SERVER_SHUTDOWN, "shutdown")
+        relay.announce_shutdown()
         if relay.connections:
-            try:
-                await asyncio.wait_for(emptied.wait(), self.config.drain_grace_s)
-            except TimeoutError:
-                log.warning("Drain grace over: aborting %d connections",
-                            len(relay.connections))
-                for conn in list(relay.connections.values()):
-                    conn.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(emptied.wait(), grace)
+        if relay.connections:
+            relay.close_all("shutdown")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(emptied.wait(), 1.0)
+        if relay.connections:
+            log.warning("Aborting %d connections that did not close", len(relay.connections))
+            for conn in list(relay.connections.values()):
+                conn.abort()
         if relay.links is not None:
             relay.links.flush()
 

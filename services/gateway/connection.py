@@ -48,10 +48,13 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.active = True
+        self.relay.bytes_in[0] += len(data)
         frames = self.splitter.feed(data)
         if frames:
-            self.relay.forward(self, frames, len(data))
+            # Only whole frames count as activity: a trickle of bytes never completing a
+            # frame must not hold a connection open forever.
+            self.active = True
+            self.relay.forward(self, frames)
         if self.splitter.error is not None:
             self.relay.protocol_error(self, str(self.splitter.error))
 

@@ -36,7 +36,8 @@ backpressure_disconnects = Counter(
     "Clients disconnected because they did not read their data",
 )
 protocol_errors = Counter(f"{NS}_protocol_errors_total", "Framing violations by clients")
-gameservers_live = Gauge(f"{NS}_gameservers_live", "GameServers answering HELLO within the liveness window")
+gameservers_live = Gauge(f"{NS}_gameservers_live",
+                         "GameServers answering HELLO within the liveness window")
 gameservers_known = Gauge(f"{NS}_service_discovery_count_servers",
                           "GameServers listed in the registry")
 pinned_sockets = Gauge(f"{NS}_pinned_sockets", "Client sockets pinned to a session")

@@ -41,7 +41,7 @@ class Relay:
         self.debug = log.isEnabledFor(logging.DEBUG)
         self._frames_in = metrics.frames.child("in")
         self._frames_out = metrics.frames.child("out")
-        self._bytes_in = metrics.bytes_.child("in")
+        self.bytes_in = metrics.bytes_.child("in")
         self._bytes_out = metrics.bytes_.child("out")
         self.on_empty: Callable[[], None] | None = None
         metrics.connected_clients.set_function(lambda: len(self.connections))
@@ -66,9 +66,8 @@ class Relay:
         metrics.connections.inc()
         log.info("Client connected: SocketId=%s", _sid(conn))
 
-    def forward(self, conn: ClientConnection, frames: list[bytes], size: int) -> None:
+    def forward(self, conn: ClientConnection, frames: list[bytes]) -> None:
         self._frames_in[0] += len(frames)
-        self._bytes_in[0] += size
         if self.debug:
             for frame in frames:
                 log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
@@ -196,9 +195,19 @@ class Relay:
                     conn.node = None  # let the next frame pick another GameServer
 
     # ------------------------------------------------------------- shutdown
-    def kick_all(self, reason: KickReason, label: str) -> None:
+    def announce_shutdown(self) -> None:
+        """Tell every client SERVER_SHUTDOWN but keep serving it: answers already on their
+        way still arrive while a well-behaved client moves to another Gateway."""
+        frame = kickout_frame(KickReason.SERVER_SHUTDOWN)
+        for conn in self.connections.values():
+            conn.write(frame)
+
+    def close_all(self, label: str) -> None:
         for conn in list(self.connections.values()):
-            self._close(conn, reason, label)
+            if not conn.closing:
+                metrics.disconnects.labels(label).inc()
+                conn.close()
+                self._notify_closed(conn, label)
 
 
 def _sid(conn: ClientConnection) -> str:

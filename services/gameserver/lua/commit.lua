@@ -2,7 +2,8 @@
 -- ARGV: prefix, cache_size, lease_ms, then per session:
 --   sid, epoch, user_id, x, y, moves, last_seq, n, resp_1 .. resp_n
 -- Writes player state, the sequence watermark and the cached responses atomically.
--- Returns the session ids whose epoch no longer matches (their changes were NOT written).
+-- Returns {sid, reason} pairs for sessions whose changes were NOT written: reason 'moved'
+-- (another owner has a newer epoch) or 'gone' (the session no longer exists).
 local p, cache, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local fenced = {}
 local i = 4
@@ -10,7 +11,8 @@ while i <= #ARGV do
   local sid, epoch, uid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local n = tonumber(ARGV[i + 7])
   local sk = p .. 'sess:' .. sid
-  if redis.call('HGET', sk, 'epoch') == epoch then
+  local current = redis.call('HGET', sk, 'epoch')
+  if current == epoch then
     redis.call('HSET', p .. 'player:' .. uid, 'x', ARGV[i + 3], 'y', ARGV[i + 4],
       'moves', ARGV[i + 5])
     local old = tonumber(redis.call('HGET', sk, 'last_seq') or '0')
@@ -24,6 +26,7 @@ while i <= #ARGV do
     end
   else
     fenced[#fenced + 1] = sid
+    fenced[#fenced + 1] = current and 'moved' or 'gone'
   end
   i = i + 8 + n
 end

@@ -1,6 +1,6 @@
 -- Atomic login: replace the user's previous session (if any) with a new one.
 -- ARGV: prefix, user_id, key_hash, owner, node_id, gateway, socket, login_seq,
---       lease_ms, now_ms, tomb_ms
+--       lease_ms, now_ms, tomb_ms, lz4 ('1' when the client accepts LZ4)
 -- Returns: {sid, old_sid, old_node_id, old_gateway, old_socket, old_attached, x, y, moves}
 local p, uid = ARGV[1], ARGV[2]
 local ukey = p .. 'user:' .. uid .. ':session'
@@ -16,7 +16,7 @@ local sid = redis.call('INCR', p .. 'seq:session')
 local sk = p .. 'sess:' .. sid
 redis.call('HSET', sk, 'user_id', uid, 'key_hash', ARGV[3], 'owner', ARGV[4],
   'node_id', ARGV[5], 'epoch', 1, 'gateway', ARGV[6], 'socket', ARGV[7],
-  'last_seq', ARGV[8], 'attached', 1, 'created_ms', ARGV[10])
+  'last_seq', ARGV[8], 'attached', 1, 'created_ms', ARGV[10], 'lz4', ARGV[12])
 redis.call('PEXPIRE', sk, ARGV[9])
 redis.call('SET', ukey, sid, 'PX', ARGV[9])
 redis.call('SET', sk .. ':tomb', 1, 'PX', ARGV[11])

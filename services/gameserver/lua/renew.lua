@@ -1,5 +1,6 @@
 -- Renew the lease of attached sessions this process still owns.
--- ARGV: prefix, owner, lease_ms, sid_1 .. sid_n. Returns the sids no longer owned.
+-- ARGV: prefix, owner, lease_ms, sid_1 .. sid_n.
+-- Returns {sid, reason} pairs for sessions no longer ours: 'moved' or 'gone'.
 local p, owner, lease = ARGV[1], ARGV[2], ARGV[3]
 local lost = {}
 for i = 4, #ARGV do
@@ -11,6 +12,7 @@ for i = 4, #ARGV do
     redis.call('PEXPIRE', p .. 'user:' .. h[2] .. ':session', lease)
   else
     lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = h[1] and 'moved' or 'gone'
   end
 end
 return lost
