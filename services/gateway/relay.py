@@ -9,6 +9,7 @@ so no request goes unanswered because of a routing problem.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from gateway import metrics
@@ -20,6 +21,8 @@ from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
 
 log = logging.getLogger("gateway")
+
+NO_GAMESERVER_WARNING_INTERVAL_S = 5.0
 
 
 def kickout_frame(reason: KickReason) -> bytes:
@@ -44,6 +47,7 @@ class Relay:
         self.bytes_in = metrics.bytes_.child("in")
         self._bytes_out = metrics.bytes_.child("out")
         self.on_empty: Callable[[], None] | None = None
+        self._last_no_gameserver_warning = -NO_GAMESERVER_WARNING_INTERVAL_S
         metrics.connected_clients.set_function(lambda: len(self.connections))
         metrics.pinned_sockets.set_function(
             lambda: sum(1 for c in self.connections.values() if c.session_id))
@@ -77,6 +81,7 @@ class Relay:
         if node is None or (not conn.session_id and not links.is_live(node)):
             upstream = links.choose()
             if upstream is None:
+                self._warn_no_gameserver()
                 for frame in frames:
                     self._answer_unavailable(conn, frame, "no_gameserver")
                 return
@@ -86,6 +91,15 @@ class Relay:
         session_id = conn.session_id
         for frame in frames:
             send(node, Kind.FRAME, socket_id, session_id, frame)
+
+    def _warn_no_gameserver(self) -> None:
+        """The seed's troubleshooting line, at most every few seconds (not per frame)."""
+        now = time.monotonic()
+        if now - self._last_no_gameserver_warning >= NO_GAMESERVER_WARNING_INTERVAL_S:
+            self._last_no_gameserver_warning = now
+            log.warning("Failed to connect to GameServer: none is live. Check that a GameServer "
+                        "is running and registered in Redis (SMEMBERS gb:nodes), and that this "
+                        "Gateway can reach its GAMESERVER_ADVERTISE_HOST:GAMESERVER_P2P_PORT")
 
     def _answer_unavailable(self, conn: ClientConnection, frame: bytes, reason: str) -> None:
         metrics.dropped_frames.labels(reason).inc()
