@@ -75,7 +75,8 @@ gateways_connected = Gauge(
 )
 p2p_dropped = Counter(
     f"{NS}_p2p_dropped_messages_total",
-    "Data-plane batches to a Gateway that could not be sent, by reason", ["reason"],
+    "Data-plane batches to a Gateway that could not be sent, by reason "
+    "(high_water_mark|unreachable)", ["reason"],
 )
 node_info = Gauge(f"{NS}_node_info", "Constant 1, labelled with this node's identity",
                   ["node_id", "instance"])

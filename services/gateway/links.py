@@ -9,22 +9,17 @@ losing their frames in silence.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 import zmq
 
-from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
-from servicekit.zmqloop import ZmqReader
+from protocol.internal import Kind
+from servicekit.batchrouter import BatchRouter, RecordHandler, UndeliverableHandler
 
 log = logging.getLogger("gateway.links")
-
-HIGH_WATER_MARK = 100_000
 
 
 @dataclass(slots=True)
@@ -48,29 +43,15 @@ class GameServerLinks:
         self,
         context: zmq.Context[zmq.Socket[bytes]],
         routing_id: bytes,
-        on_records: Callable[[bytes, list[Record]], None],
-        on_undeliverable: Callable[[bytes, bytes, str], None],
+        on_records: RecordHandler,
+        on_undeliverable: UndeliverableHandler,
         liveness_s: float,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._on_records = on_records
-        self._on_undeliverable = on_undeliverable
         self.liveness_s = liveness_s
-        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
-        sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.LINGER, 1000)
-        self._socket = sock
+        self._router = BatchRouter(context, routing_id, on_records, on_undeliverable)
+        self.send = self._router.send
+        self.flush = self._router.flush
         self.upstreams: dict[bytes, Upstream] = {}
-        self._outboxes: dict[bytes, BatchWriter] = {}
-        self._flush_scheduled = False
-        self._reader = ZmqReader(sock, self._on_messages, self._loop)
 
     # ------------------------------------------------------------- membership
     def update(self, registry: dict[int, tuple[str, int, dict[str, str]]]) -> None:
@@ -88,8 +69,7 @@ class GameServerLinks:
                 upstream = None
             if upstream is None:
                 upstream = Upstream(node_id, routing_id, endpoint)
-                self._socket.setsockopt(zmq.CONNECT_ROUTING_ID, routing_id)
-                self._socket.connect(endpoint)
+                self._router.connect(endpoint, routing_id)
                 self.upstreams[routing_id] = upstream
                 log.info("GameServer discovered: node %d at %s", node_id, endpoint)
             upstream.listed = True
@@ -112,8 +92,7 @@ class GameServerLinks:
                 self._hang_up(upstream)
 
     def _hang_up(self, upstream: Upstream) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._socket.disconnect(upstream.endpoint)
+        self._router.disconnect(upstream.endpoint)
         self.upstreams.pop(upstream.routing_id, None)
 
     def say_hello(self, body: bytes) -> None:
@@ -166,46 +145,5 @@ class GameServerLinks:
             best.assigned += 1
         return best
 
-    # ------------------------------------------------------------- data plane
-    def send(self, routing_id: bytes, kind: Kind, socket_id: bytes, arg: int, body: bytes) -> None:
-        outbox = self._outboxes.get(routing_id)
-        if outbox is None:
-            outbox = self._outboxes[routing_id] = BatchWriter()
-        outbox.add(kind, socket_id, arg, body)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        for routing_id, outbox in self._outboxes.items():
-            if not outbox:
-                continue
-            batch = outbox.take()
-            try:
-                self._socket.send_multipart((routing_id, batch), zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                self._on_undeliverable(routing_id, batch, "high_water_mark")
-            except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                self._on_undeliverable(routing_id, batch, "unreachable")
-        self._reader.poke()
-
-    def _on_messages(self, messages: list[list[bytes]]) -> None:
-        for message in messages:
-            if len(message) != 2:
-                log.warning("Ignoring a data-plane message with %d frames", len(message))
-                continue
-            routing_id, batch = message
-            try:
-                records = list(iter_records(batch))
-            except MalformedBatch as exc:
-                log.error("Malformed batch from %s: %s", routing_id.decode(errors="replace"), exc)
-                continue
-            self._on_records(routing_id, records)
-
     def close(self) -> None:
-        self.flush()
-        self._reader.close()
-        self._socket.close(linger=1000)
+        self._router.close()

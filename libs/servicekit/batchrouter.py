@@ -1,0 +1,114 @@
+"""One ZeroMQ ROUTER socket carrying batched data-plane records, driven by the event loop.
+
+Both ends of the Gateway <-> GameServer data plane are this: records for a peer are
+collected in a :class:`protocol.internal.BatchWriter` and sent as one ZeroMQ message per
+peer per event-loop tick; incoming batches are split into records for the owner.
+ROUTER_MANDATORY turns "no such peer" into an error, handed to ``on_undeliverable`` with
+the batch, so the owner can count it, log it and answer whoever waits: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import zmq
+
+from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
+from servicekit.zmqloop import ZmqReader
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER_MARK = 100_000
+
+#: (peer routing id, records)
+RecordHandler = Callable[[bytes, list[Record]], None]
+#: (peer routing id, the batch that could not be queued, reason: high_water_mark|unreachable)
+UndeliverableHandler = Callable[[bytes, bytes, str], None]
+
+
+class BatchRouter:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        routing_id: bytes,
+        on_records: RecordHandler,
+        on_undeliverable: UndeliverableHandler,
+        *,
+        handover: bool = False,
+    ) -> None:
+        """``handover``: a peer reconnecting with a known routing id takes the route over
+        (the bound side wants this: a restarted peer keeps its id)."""
+        self._loop = asyncio.get_running_loop()
+        self._on_records = on_records
+        self._on_undeliverable = on_undeliverable
+        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if handover:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.LINGER, 1000)
+        self.socket = sock
+        self._outboxes: dict[bytes, BatchWriter] = {}
+        self._flush_scheduled = False
+        self._reader = ZmqReader(sock, self._on_messages, self._loop)
+
+    def connect(self, endpoint: str, peer_routing_id: bytes) -> None:
+        self.socket.setsockopt(zmq.CONNECT_ROUTING_ID, peer_routing_id)
+        self.socket.connect(endpoint)
+
+    def disconnect(self, endpoint: str) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
+            self.socket.disconnect(endpoint)
+
+    def send(self, peer: bytes, kind: Kind, socket_id: bytes, arg: int, body: bytes) -> None:
+        outbox = self._outboxes.get(peer)
+        if outbox is None:
+            outbox = self._outboxes[peer] = BatchWriter()
+        outbox.add(kind, socket_id, arg, body)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        for peer, outbox in self._outboxes.items():
+            if not outbox:
+                continue
+            batch = outbox.take()
+            try:
+                self.socket.send_multipart((peer, batch), zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._on_undeliverable(peer, batch, "high_water_mark")
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._on_undeliverable(peer, batch, "unreachable")
+        # Sending changes the edge-triggered ZMQ_FD state: look for input we may have missed.
+        self._reader.poke()
+
+    def _on_messages(self, messages: list[list[bytes]]) -> None:
+        for message in messages:
+            if len(message) != 2:
+                log.warning("Ignoring a data-plane message with %d frames", len(message))
+                continue
+            peer, batch = message
+            try:
+                records = list(iter_records(batch))
+            except MalformedBatch as exc:
+                log.error("Malformed batch from %s: %s", peer.decode(errors="replace"), exc)
+                continue
+            self._on_records(peer, records)
+
+    def close(self) -> None:
+        self.flush()
+        self._reader.close()
+        self.socket.close(linger=1000)
