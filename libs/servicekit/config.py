@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -152,3 +153,31 @@ def describe(config: Any) -> str:
             value = _mask_url_password(value)
         parts.append(f"{env}={value}")
     return " ".join(parts)
+
+
+DEFAULT_REDIS = "redis-dev.k8s.home:6379"
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """Settings every service has, under the same variable names."""
+
+    redis_connection: str = setting(
+        DEFAULT_REDIS, env="REDIS_CONNECTION",
+        help="Redis (sessions and node registry): HOST:PORT or "
+        "redis://[user:password@]host:port/db (rediss:// for TLS)",
+    )
+    log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
+                             choices=LOG_LEVELS)
+    log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
+                              choices=("text", "json"))
+    max_frame_bytes: int = setting(
+        65536, env="MAX_FRAME_BYTES",
+        help="largest frame length field; also bounds decompressed payloads and responses "
+        "(same value on every service)", min=64, max=16 * 1024 * 1024)
+
+    def validate(self) -> None:
+        from servicekit.redis_url import to_redis_url
+
+        to_redis_url(self.redis_connection)

@@ -46,9 +46,6 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
-LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR")
-
-
 def setup_logging(service: str, level: str, fmt: str) -> None:
     """Configure the root logger once, on stderr."""
     name = level.upper()

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servicekit.config import ConfigError, setting
-from servicekit.logs import LEVELS
-from servicekit.redis_url import to_redis_url
-
-DEFAULT_REDIS = "redis-dev.k8s.home:6379"
+from servicekit.config import CommonConfig, ConfigError, setting
 
 
 @dataclass(frozen=True)
-class GameServerConfig:
-    redis_connection: str = setting(
-        DEFAULT_REDIS, env="REDIS_CONNECTION",
-        help="Redis holding sessions (SSOT): HOST:PORT or redis://[:password@]host:port/db",
-    )
+class GameServerConfig(CommonConfig):
     node_id: int = setting(1, env="GAMESERVER_NODE_ID", help="this GameServer's id",
                            min=1, max=65535)
     bind_host: str = setting("0.0.0.0", env="GAMESERVER_BIND_HOST",
@@ -34,10 +26,6 @@ class GameServerConfig:
                                 help="address of /metrics, /healthz, /readyz")
     metrics_port: int = setting(8090, env="GAMESERVER_METRICS_PORT",
                                 help="port of /metrics, /healthz, /readyz", min=0, max=65535)
-    log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
-                             choices=LEVELS)
-    log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
-                              choices=("text", "json"))
     reconnect_grace_s: float = setting(
         60.0, env="RECONNECT_GRACE_S",
         help="seconds a disconnected session stays resumable", min=1.0)
@@ -54,10 +42,6 @@ class GameServerConfig:
     compression_threshold_bytes: int = setting(
         1024, env="COMPRESSION_THRESHOLD_BYTES",
         help="payloads above this are LZ4-compressed for clients that accept lz4", min=0)
-    max_frame_bytes: int = setting(65536, env="MAX_FRAME_BYTES",
-                                   help="largest frame length field, also the bound for "
-                                   "decompressed payloads and responses (match the Gateway)",
-                                   min=64, max=16 * 1024 * 1024)
     heartbeat_s: float = setting(1.0, env="NODE_HEARTBEAT_S",
                                  help="registry heartbeat interval", min=0.05)
     node_ttl_s: float = setting(5.0, env="NODE_TTL_S",
@@ -71,7 +55,7 @@ class GameServerConfig:
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)
 
     def validate(self) -> None:
-        to_redis_url(self.redis_connection)
+        super().validate()
         if self.auth_mode == "hmac" and not self.auth_secret:
             raise ConfigError("AUTH_SECRET must be set when AUTH_MODE=hmac")
         if self.node_ttl_s <= self.heartbeat_s:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servicekit.config import ConfigError, setting
-from servicekit.logs import LEVELS
-from servicekit.redis_url import to_redis_url
-
-DEFAULT_REDIS = "redis-dev.k8s.home:6379"
+from servicekit.config import CommonConfig, ConfigError, setting
 
 
 @dataclass(frozen=True)
-class GatewayConfig:
-    redis_connection: str = setting(
-        DEFAULT_REDIS, env="REDIS_CONNECTION",
-        help="Redis with the GameServer registry: HOST:PORT or redis://[:password@]host:port/db",
-    )
+class GatewayConfig(CommonConfig):
     node_id: int = setting(1, env="GATEWAY_NODE_ID", help="this Gateway's id", min=1, max=65535)
     client_host: str = setting("0.0.0.0", env="GATEWAY_CLIENT_HOST",
                                help="address game clients connect to")
@@ -30,13 +22,6 @@ class GatewayConfig:
                                 help="address of /metrics, /healthz, /readyz")
     metrics_port: int = setting(8080, env="GATEWAY_METRICS_PORT",
                                 help="port of /metrics, /healthz, /readyz", min=0, max=65535)
-    log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
-                             choices=LEVELS)
-    log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
-                              choices=("text", "json"))
-    max_frame_bytes: int = setting(65536, env="MAX_FRAME_BYTES",
-                                   help="largest accepted frame length field", min=64,
-                                   max=16 * 1024 * 1024)
     idle_timeout_s: float = setting(30.0, env="IDLE_TIMEOUT_S",
                                     help="seconds without a client frame before IDLE_TIMEOUT",
                                     min=0.1)
@@ -55,7 +40,7 @@ class GatewayConfig:
         min=0.0)
 
     def validate(self) -> None:
-        to_redis_url(self.redis_connection)
+        super().validate()
         if self.max_send_buffer_bytes < self.max_frame_bytes:
             raise ConfigError(
                 "GATEWAY_MAX_SEND_BUFFER_BYTES must be at least MAX_FRAME_BYTES"
