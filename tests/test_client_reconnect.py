@@ -1,412 +1,482 @@
-"""Session resumption of GameClient against scripted in-process Gateways.
+"""Session resumption of GameClient against real Gateways, GameServers and Redis.
 
-The echo server keeps no sessions, so these tests use a tiny fake: a "session" shared by any
-number of fake Gateways (as Redis is shared by real ones), with an idempotent response cache,
-and hooks that drop, kick or stop a Gateway at a chosen request. Everything is awaited on
-conditions (frames received), never on sleeps.
+Every test gets a cluster of its own (``system_factory``): real ``python -m gateway`` and
+``python -m gameserver`` processes on a private ``redis-server``. Faults are real too: the
+client's socket is aborted, Gateways get SIGKILL/SIGTERM/SIGSTOP, the GameServer SIGSTOP.
+
+Exactly-once is checked on the server's side as well as in the answers: the GameServer's
+``gameserver_requests_total{msg_type="MOVE_REQ",result="ok"}`` counts MOVEs it applied, while
+a re-sent sequence id answered from the response cache only counts in
+``gameserver_duplicate_requests_total{outcome="cached"}``.
+
+To have a request surely *in flight* at a fault, the test waits until the client took the
+request's sequence id (it writes the frame in the same step), and either freezes the peer
+first (SIGSTOP: the frame waits unread in its socket) or stops reading on the client
+(``pause_reading``: the server answers, the answer waits unread) before the fault.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Self, cast
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from protocol import (
-    ErrorCode,
-    FrameSplitter,
-    KickReason,
-    MsgType,
-    decode_payload,
-    encode_message,
-    read_header,
+from protocol import ErrorCode, KickReason, MsgType
+from test_client import (
+    ConnectionLost,
+    GameClient,
+    NotConnected,
+    Push,
+    ReconnectFailed,
+    RequestError,
+    RequestTimeout,
 )
-from test_client import ConnectionLost, GameClient, Push, ReconnectFailed, RequestTimeout
+from tests.support.cluster import Cluster
+from tests.support.processes import ServiceProcess
+from tests.support.users import new_user_id
+from tests.support.waiting import wait_until_async
 
+SystemFactory = Callable[..., Cluster]
+ClientFactory = Callable[..., GameClient]
 
-class Received(NamedTuple):
-    gateway: FakeGateway
-    msg_type: int
-    seq: int
-    payload: dict[str, Any]
-
-
-#: A hook sees each ECHO_REQ first; returning True means "handled, do not answer normally".
-Hook = Callable[["FakeConn", int, dict[str, Any]], bool]
-
-
-class FakeSession:
-    """One session as the GameServer side would keep it: key rotation, idempotency, cache."""
-
-    def __init__(self, last_seq: int = 0) -> None:
-        self.key_number = 1
-        self.last_seq = last_seq
-        self.cache: dict[int, bytes] = {}
-        self.processed: list[Any] = []
-        self.hook: Hook | None = None
-        self.compress = False
-
-    @property
-    def key(self) -> str:
-        return f"k{self.key_number}"
-
-    def ok_result(self) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "result": "LOGIN_SUCCESS",
-            "user_id": 5,
-            "session_id": 77,
-            "reconnect_key": self.key,
-            "node_id": 3,
-            "last_sequence_id": self.last_seq,
-            "state": {"x": 0, "y": 0, "moves": 0},
-        }
-
-    def handle(self, conn: FakeConn, msg_type: int, seq: int, payload: dict[str, Any]) -> None:
-        if msg_type == MsgType.LOGIN_REQ:
-            conn.send(MsgType.LOGIN_RES, seq, self.ok_result())
-        elif msg_type == MsgType.RECONNECT_REQ:
-            if payload.get("session_id") != 77 or payload.get("reconnect_key") != self.key:
-                refusal = {"ok": False, "error": ErrorCode.INVALID_SESSION, "message": "no"}
-                conn.send(MsgType.RECONNECT_RES, seq, refusal)
-                return
-            self.key_number += 1
-            conn.send(MsgType.RECONNECT_RES, seq, self.ok_result())
-        elif msg_type == MsgType.ECHO_REQ:
-            if self.hook is not None and self.hook(conn, seq, payload):
-                return
-            conn.write(self.process_echo(seq, payload))
-
-    def process_echo(self, seq: int, payload: dict[str, Any]) -> bytes:
-        """Idempotent processing: a repeated sequence id gets the cached response."""
-        if 0 < seq <= self.last_seq:
-            return self.cache[seq]
-        self.processed.append(payload.get("n"))
-        response = encode_message(
-            MsgType.ECHO_RES, seq, payload, compress_above=0 if self.compress else None
-        )
-        if seq > 0:
-            self.last_seq = seq
-            self.cache[seq] = response
-        return response
-
-
-class FakeConn(asyncio.Protocol):
-    def __init__(self, gateway: FakeGateway) -> None:
-        self.gateway = gateway
-        self.splitter = FrameSplitter()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.gateway.conns.append(self)
-
-    def data_received(self, data: bytes) -> None:
-        for frame in self.splitter.feed(data):
-            if self.transport is None or self.transport.is_closing():
-                return  # a dropped socket reads nothing more
-            header = read_header(frame)
-            payload = decode_payload(frame, header.flags)
-            self.gateway.record(
-                Received(self.gateway, header.msg_type, header.sequence_id, payload)
-            )
-            self.gateway.session.handle(self, header.msg_type, header.sequence_id, payload)
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def send(self, msg_type: int, seq: int, payload: dict[str, Any]) -> None:
-        self.write(encode_message(msg_type, seq, payload))
-
-    def kick(self, reason: str, close: bool = True) -> None:
-        self.send(MsgType.KICKOUT_NTF, 0, {"reason": reason})
-        if close and self.transport is not None:
-            self.transport.close()
-
-    def drop(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class FakeGateway:
-    """A listening socket in this process; every received frame is logged in ``log``."""
-
-    def __init__(self, session: FakeSession, log: list[Received], changed: asyncio.Event) -> None:
-        self.session = session
-        self.log = log
-        self.changed = changed
-        self.conns: list[FakeConn] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> Self:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: FakeConn(self), "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def record(self, item: Received) -> None:
-        self.log.append(item)
-        self.changed.set()
-
-    def stop_now(self) -> None:
-        """Stop listening and drop every client, synchronously (usable inside a hook)."""
-        if self.server is not None:
-            self.server.close()
-        for conn in self.conns:
-            conn.drop()
-
-
-@dataclass
-class World:
-    session: FakeSession
-    log: list[Received]
-    changed: asyncio.Event
-    gateways: list[FakeGateway]
-
-    async def add_gateway(self) -> FakeGateway:
-        gateway = await FakeGateway(self.session, self.log, self.changed).start()
-        self.gateways.append(gateway)
-        return gateway
-
-    def frames(self, msg_type: int) -> list[Received]:
-        return [r for r in self.log if r.msg_type == msg_type]
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
+MOVES_APPLIED = 'gameserver_requests_total{msg_type="MOVE_REQ",result="ok"}'
+ANSWERED_FROM_CACHE = 'gameserver_duplicate_requests_total{outcome="cached"}'
+GATEWAY_BYTES_OUT = 'gateway_bytes_total{direction="out"}'
 
 
 @pytest.fixture
-async def world() -> Any:
-    state = World(FakeSession(), [], asyncio.Event(), [])
-    await state.add_gateway()
-    yield state
-    for gateway in state.gateways:
-        gateway.stop_now()
+async def clients() -> AsyncIterator[ClientFactory]:
+    """``clients(host, port, **options) -> GameClient``; every one is closed at teardown."""
+    made: list[GameClient] = []
+
+    def make(*args: Any, **kwargs: Any) -> GameClient:
+        client = GameClient(*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
 
 
-def drop_once_on(n: int, *, process: bool) -> Hook:
-    """A hook that drops the socket at the first ECHO_REQ carrying ``{"n": n}``."""
-    fired = False
-
-    def hook(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        nonlocal fired
-        if fired or payload.get("n") != n:
-            return False
-        fired = True
-        if process:  # the server did the work, only the answer is lost
-            conn.gateway.session.process_echo(seq, payload)
-        conn.drop()
-        return True
-
-    return hook
+async def sample(process: ServiceProcess, name: str) -> float:
+    """The value of one sample (name with labels) of a service's /metrics, 0 if absent."""
+    text = await asyncio.to_thread(process.metrics_text)
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
-async def test_drop_after_processing_is_answered_once_from_the_cache(world: World) -> None:
-    gateway = world.gateways[0]
-    world.session.hook = drop_once_on(2, process=True)
-    async with GameClient(*gateway.endpoint) as client:
-        await client.login(5)
-        assert client.reconnect_key == "k1"
-        assert await client.echo({"n": 1}) == {"n": 1}
-        assert await client.echo({"n": 2}) == {"n": 2}
-        assert world.session.processed == [1, 2]  # exactly once, although sent twice
-        sent = [r.seq for r in world.frames(MsgType.ECHO_REQ) if r.payload["n"] == 2]
-        assert len(sent) == 2 and sent[0] == sent[1]
-        assert client.reconnect_count == 1
-        assert client.reconnect_key == "k2"
-        reconnect = world.frames(MsgType.RECONNECT_REQ)[0]
-        assert reconnect.seq == 0
-        assert reconnect.payload["reconnect_key"] == "k1"
-        assert reconnect.payload["session_id"] == 77
-        await client.echo({"n": 3})
-        assert world.frames(MsgType.ECHO_REQ)[-1].seq == sent[0] + 1
+async def wait_sample(process: ServiceProcess, name: str, value: float) -> None:
+    async def reached() -> bool:
+        return await sample(process, name) == value
+
+    await wait_until_async(reached, timeout=5, message=f"{name} == {value}")
 
 
-async def test_all_unanswered_requests_are_resent_in_order(world: World) -> None:
-    world.session.hook = drop_once_on(3, process=False)
-    async with GameClient(*world.gateways[0].endpoint) as client:
-        await client.login(5)
-        answers = await asyncio.gather(*(client.echo({"n": n}) for n in range(1, 7)))
-        assert answers == [{"n": n} for n in range(1, 7)]
-        assert sorted(world.session.processed) == [1, 2, 3, 4, 5, 6]
-        reconnect_at = world.log.index(world.frames(MsgType.RECONNECT_REQ)[0])
-        resent = [r.seq for r in world.log[reconnect_at + 1 :] if r.msg_type == MsgType.ECHO_REQ]
-        assert resent == sorted(resent)
-        assert len(resent) >= 4  # 3..6 were unanswered when the socket dropped
+async def send_in_background(
+    client: GameClient, *calls: Callable[[], Any]
+) -> list[asyncio.Task[Any]]:
+    """Start each call as a task and return once every request frame has been written.
 
-
-async def test_failover_resumes_through_another_gateway(world: World) -> None:
-    first = world.gateways[0]
-    second = await world.add_gateway()
-
-    def stop_first(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        if conn.gateway is first and payload.get("n") == 2:
-            first.stop_now()
-            return True
-        return False
-
-    world.session.hook = stop_first
-    async with GameClient(*first.endpoint, gateways=[second.endpoint]) as client:
-        await client.login(5)
-        assert await client.echo({"n": 2}) == {"n": 2}
-        assert client.endpoint == second.endpoint
-        assert [r.gateway for r in world.frames(MsgType.RECONNECT_REQ)] == [second]
-
-
-async def test_duplicate_login_kick_ends_the_session(world: World) -> None:
-    pushes: list[Push] = []
-
-    def kick(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        conn.kick(KickReason.DUPLICATE_LOGIN)
-        return True
-
-    async with GameClient(*world.gateways[0].endpoint, on_push=pushes.append) as client:
-        await client.login(5)
-        world.session.hook = kick
-        with pytest.raises(ConnectionLost) as caught:
-            await client.echo({"n": 1})
-        assert caught.value.reason == KickReason.DUPLICATE_LOGIN
-        assert client.kicked_reason == KickReason.DUPLICATE_LOGIN
-        assert not client.logged_in and not client.resuming
-        assert client.pushes.get_nowait() == Push(
-            MsgType.KICKOUT_NTF, {"reason": KickReason.DUPLICATE_LOGIN}
-        )
-        assert pushes == [Push(MsgType.KICKOUT_NTF, {"reason": KickReason.DUPLICATE_LOGIN})]
-        assert world.frames(MsgType.RECONNECT_REQ) == []
-
-
-async def test_server_shutdown_kick_resumes_at_once(world: World) -> None:
-    def kick_once(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        if world.frames(MsgType.RECONNECT_REQ):
-            return False
-        conn.kick(KickReason.SERVER_SHUTDOWN, close=False)  # the client must not wait
-        return True
-
-    world.session.hook = kick_once
-    async with GameClient(*world.gateways[0].endpoint) as client:
-        await client.login(5)
-        assert await client.echo({"n": 1}) == {"n": 1}
-        assert client.kicked_reason == KickReason.SERVER_SHUTDOWN  # remembered after resuming
-        assert client.reconnect_count == 1
-        assert client.pushes.get_nowait().payload == {"reason": KickReason.SERVER_SHUTDOWN}
-
-
-async def test_refused_resume_fails_the_waiting_requests(world: World) -> None:
-    def revoke_and_drop(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        world.session.key_number = 99  # the stored key no longer matches
-        conn.drop()
-        return True
-
-    world.session.hook = revoke_and_drop
-    async with GameClient(*world.gateways[0].endpoint) as client:
-        await client.login(5)
-        with pytest.raises(ReconnectFailed, match="INVALID_SESSION"):
-            await client.echo({"n": 1})
-        assert not client.logged_in
-
-
-async def test_resume_gives_up_within_its_time_budget(world: World) -> None:
-    gateway = world.gateways[0]
-
-    def stop(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        gateway.stop_now()
-        return True
-
-    world.session.hook = stop
-    async with GameClient(*gateway.endpoint, reconnect_timeout=0.3) as client:
-        await client.login(5)
-        async with asyncio.timeout(5):
-            with pytest.raises(ReconnectFailed):
-                await client.echo({"n": 1})
-        assert client.pending_count == 0
-
-
-async def test_close_while_resuming_fails_pending_requests(world: World) -> None:
-    gateway = world.gateways[0]
-
-    def stop(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        gateway.stop_now()
-        return True
-
-    world.session.hook = stop
-    reconnecting = asyncio.Event()
-    client = GameClient(
-        *gateway.endpoint,
-        on_event=lambda name, detail: reconnecting.set() if name == "reconnecting" else None,
+    ``GameClient.request`` takes the sequence id and writes the frame in one step, so a
+    sequence id taken means the frame is on the socket (or parked, while resuming).
+    """
+    first = client.peek_sequence_id()
+    tasks = [asyncio.create_task(call()) for call in calls]
+    await wait_until_async(
+        lambda: client.peek_sequence_id() >= first + len(calls), timeout=2, interval=0,
+        message="requests written",
     )
-    await client.login(5)
-    pending = asyncio.create_task(client.echo({"n": 1}))
+    return tasks
+
+
+def drop(client: GameClient) -> None:
+    """Abort the client's socket at once (``Connection.abort`` -> ``transport.abort``)."""
+    conn = client.connection
+    assert conn is not None and conn.alive
+    conn.abort()
+
+
+def lost(client: GameClient) -> bool:
+    """The client has processed the loss of its connection (and decided about resuming).
+
+    ``connected`` turns false a little earlier, as soon as the transport is closing; a
+    request made in between is parked and settled by the loss handling like the others.
+    """
+    return client.connection is None
+
+
+def moved(x: float, y: float, moves: int) -> dict[str, Any]:
+    return {"x": float(x), "y": float(y), "moves": moves}
+
+
+# --- drops with requests in flight ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer_lost", [False, True], ids=["just-sent", "answer-lost"])
+async def test_move_in_flight_at_a_drop_is_resumed_and_applied_exactly_once(
+    system_factory: SystemFactory, clients: ClientFactory, answer_lost: bool
+) -> None:
+    cluster = system_factory()
+    gameserver = cluster.gameserver.process
+    client = clients(*cluster.gateway_address)
+    login = await client.login(new_user_id())
+    assert await client.move(1, 1) == moved(1, 1, 1)
+    conn = client.connection
+    assert conn is not None and conn.transport is not None
+    if answer_lost:
+        conn.transport.pause_reading()
+
+    [moving] = await send_in_background(client, lambda: client.move(5, 6))
+    if answer_lost:  # the GameServer applied it; its answer waits unread on our socket
+        await wait_sample(gameserver, MOVES_APPLIED, 2)
+    drop(client)
+
     async with asyncio.timeout(5):
-        await reconnecting.wait()
-    assert client.resuming
-    await client.close()
-    with pytest.raises(ConnectionLost):
-        await pending
-    assert not client.resuming
+        assert await moving == moved(5, 6, 2)  # the caller gets its answer, once
+    assert client.reconnect_count == 1
+    assert client.connection is not conn and client.connected
+    assert client.session_id == login["session_id"]
+    assert await client.move(7, 8) == moved(7, 8, 3)
+    assert await sample(gameserver, MOVES_APPLIED) == 3  # applied once each
+    if answer_lost:  # the re-sent sequence id was answered from the cache
+        assert await sample(gameserver, ANSWERED_FROM_CACHE) == 1
 
 
-async def test_manual_reconnect_rotates_keys_and_keeps_sequence_ids(world: World) -> None:
-    world.session.last_seq = 40
-    async with GameClient(*world.gateways[0].endpoint) as client:
-        await client.login(5)
-        assert client.peek_sequence_id() == 41  # continue above the server's last id
-        first = await client.reconnect()
-        assert first["reconnect_key"] == "k2" == client.reconnect_key
-        await client.reconnect()
-        assert client.reconnect_key == "k3"
-        used = [r.payload["reconnect_key"] for r in world.frames(MsgType.RECONNECT_REQ)]
-        assert used == ["k1", "k2"]
-        await client.echo({"n": 1})
-        assert world.frames(MsgType.ECHO_REQ)[-1].seq == 41
-        assert client.reconnect_count == 2
+async def test_all_requests_in_flight_at_a_drop_are_answered_once_in_order(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory()
+    gameserver = cluster.gameserver.process
+    client = clients(*cluster.gateway_address)
+    await client.login(new_user_id())
+    conn = client.connection
+    assert conn is not None and conn.transport is not None
+    conn.transport.pause_reading()
+
+    def move_to(n: int) -> Callable[[], Any]:
+        return lambda: client.move(n, -n)
+
+    # 1-3 are applied and answered before the drop (answers unread), 4-6 just written.
+    tasks = await send_in_background(client, *(move_to(n) for n in (1, 2, 3)))
+    await wait_sample(gameserver, MOVES_APPLIED, 3)
+    tasks += await send_in_background(client, *(move_to(n) for n in (4, 5, 6)))
+    assert client.pending_count == 6
+    drop(client)
+
+    async with asyncio.timeout(5):
+        answers = await asyncio.gather(*tasks)
+    assert answers == [moved(n, -n, n) for n in range(1, 7)]
+    assert client.reconnect_count == 1 and client.pending_count == 0
+    assert await sample(gameserver, MOVES_APPLIED) == 6
+    assert await sample(gameserver, ANSWERED_FROM_CACHE) >= 3
+    assert await client.move(0, 0) == moved(0, 0, 7)
 
 
-async def test_another_client_can_resume_a_session_by_key(world: World) -> None:
-    endpoint = world.gateways[0].endpoint
-    async with GameClient(*endpoint) as first:
-        await first.login(5)
-        async with GameClient(*endpoint) as second:
-            result = await second.reconnect(77, "k1")
-            assert result["ok"] is True
-            assert second.session_id == 77 and second.logged_in
-            assert await second.echo({"n": 1}) == {"n": 1}
+# --- failover and kicks ---------------------------------------------------------------------
 
 
-async def test_request_timeout_then_the_client_goes_on(world: World) -> None:
-    world.session.hook = lambda conn, seq, payload: payload.get("n") == 1  # never answered
-    async with GameClient(*world.gateways[0].endpoint, request_timeout=0.2) as client:
-        await client.login(5)
+async def test_killed_gateway_fails_over_to_the_next_one_with_the_request_in_flight(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory(gateways=2)
+    first, second = cluster.gateways
+    client = clients(*first.address, gateways=[second.address])
+    login = await client.login(new_user_id())
+    assert await client.move(1, 1) == moved(1, 1, 1)
+
+    first.process.send_signal(signal.SIGSTOP)  # the next MOVE stays unread in its socket
+    try:
+        [moving] = await send_in_background(client, lambda: client.move(2, 2))
+        assert first.kill() == -signal.SIGKILL  # a crash, no drain, no KICKOUT_NTF
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+
+    async with asyncio.timeout(5):
+        assert await moving == moved(2, 2, 2)  # re-sent through the second Gateway
+    assert client.endpoint == second.address
+    assert client.session_id == login["session_id"]
+    assert client.reconnect_count == 1 and client.kicked_reason is None
+    assert await client.move(3, 3) == moved(3, 3, 3)
+
+
+async def test_duplicate_login_kick_is_not_resumed(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory()
+    user = new_user_id()
+    pushes: list[Push] = []
+    first = clients(*cluster.gateway_address, on_push=pushes.append)
+    await first.login(user)
+    assert await first.move(1, 1) == moved(1, 1, 1)
+
+    second = clients(*cluster.gateway_address)
+    await second.login(user)
+    await wait_until_async(lambda: first.kicked_reason and lost(first), timeout=5)
+    assert first.kicked_reason == KickReason.DUPLICATE_LOGIN
+    # Resumption would have started when the loss was processed: it did not.
+    assert not first.resuming and first.reconnect_count == 0 and not first.logged_in
+    assert pushes == [Push(MsgType.KICKOUT_NTF, {"reason": KickReason.DUPLICATE_LOGIN})]
+    assert first.pushes.get_nowait() == pushes[0]
+    with pytest.raises(NotConnected):
+        await first.move(2, 2)
+
+    assert second.session_id != first.session_id
+    assert await second.move(2, 2) == moved(2, 2, 2)  # the player state carried over
+    with pytest.raises(RequestError) as caught:  # the old session is gone for good
+        await first.reconnect()
+    assert caught.value.code == ErrorCode.INVALID_SESSION
+
+
+async def test_server_shutdown_resumes_through_the_other_gateway_without_waiting(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    grace_s = 10.0
+    cluster = system_factory(env={"GATEWAY_DRAIN_GRACE_S": str(grace_s)}, gateways=2)
+    first, second = cluster.gateways
+    client = clients(*first.address, gateways=[second.address])
+    login = await client.login(new_user_id())
+    assert await client.move(1, 1) == moved(1, 1, 1)
+
+    started = time.monotonic()
+    first.process.send_sigterm()
+    await wait_until_async(lambda: client.reconnect_count == 1 and client.connected, timeout=5)
+    assert time.monotonic() - started < 2.0  # not the drain grace
+    assert client.kicked_reason == KickReason.SERVER_SHUTDOWN
+    assert client.endpoint == second.address
+    assert client.session_id == login["session_id"]
+    assert client.pushes.get_nowait() == Push(
+        MsgType.KICKOUT_NTF, {"reason": KickReason.SERVER_SHUTDOWN}
+    )
+    assert await client.move(2, 2) == moved(2, 2, 2)
+    # Its last client gone, the draining Gateway exits well before the grace ends too.
+    assert await asyncio.to_thread(first.process.wait_exit, grace_s / 2) == 0
+
+
+# --- refused resumption ---------------------------------------------------------------------
+
+
+async def test_session_resumed_by_key_elsewhere_is_not_resumed_back(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory()
+    first = clients(*cluster.gateway_address)
+    await first.login(new_user_id())
+    for n in (1, 2, 3):
+        await first.move(n, n)
+    last_seq = first.peek_sequence_id() - 1
+
+    second = clients(*cluster.gateway_address)
+    result = await second.reconnect(first.session_id, first.reconnect_key)
+    assert result["ok"] is True and result["last_sequence_id"] == last_seq
+    assert result["state"] == moved(3, 3, 3)
+    assert second.session_id == first.session_id and second.logged_in
+    assert second.reconnect_key != first.reconnect_key  # rotated: first's key is spent
+    assert second.peek_sequence_id() == last_seq + 1  # continues above the server's last id
+
+    await wait_until_async(lambda: first.kicked_reason and lost(first), timeout=5)
+    assert first.kicked_reason == KickReason.SESSION_RESUMED_ELSEWHERE
+    assert not first.resuming and first.reconnect_count == 0 and not first.logged_in
+    with pytest.raises(NotConnected):
+        await first.move(9, 9)
+    assert await second.move(4, 4) == moved(4, 4, 4)
+
+
+async def test_automatic_resume_with_a_key_rotated_meanwhile_fails_pending_requests(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory(gateways=2)
+    first_gateway, second_gateway = cluster.gateways
+    first = clients(*first_gateway.address, reconnect_timeout=5)
+    await first.login(new_user_id())
+    assert await first.move(1, 1) == moved(1, 1, 1)
+    stale_key = first.reconnect_key
+    second = clients(*second_gateway.address)
+
+    # Freeze the first client's Gateway: its MOVE and, later, the kick that the takeover
+    # sends it stay there, so the client learns of the takeover only from its RECONNECT.
+    first_gateway.process.send_signal(signal.SIGSTOP)
+    try:
+        [moving] = await send_in_background(first, lambda: first.move(9, 9))
+        await second.reconnect(first.session_id, stale_key)
+        assert second.reconnect_key != stale_key
+        drop(first)
+        await wait_until_async(lambda: first.resuming, timeout=2, interval=0)
+    finally:
+        first_gateway.process.send_signal(signal.SIGCONT)
+
+    async with asyncio.timeout(5):
+        with pytest.raises(ReconnectFailed, match="INVALID_SESSION"):
+            await moving
+    assert not first.resuming and not first.connected and not first.logged_in
+    assert first.reconnect_count == 0 and first.pending_count == 0
+    assert first.kicked_reason is None  # it never saw the kick
+    with pytest.raises(NotConnected):
+        await first.move(9, 9)
+    # The frozen MOVE came from a socket that no longer owns the session: never applied.
+    assert await second.move(2, 2) == moved(2, 2, 2)
+    assert await sample(cluster.gameserver.process, MOVES_APPLIED) == 2
+
+
+# --- giving up ------------------------------------------------------------------------------
+
+
+async def test_resume_gives_up_within_its_budget_when_every_gateway_is_gone(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    budget_s = 1.5
+    cluster = system_factory(gateways=2)
+    first, second = cluster.gateways
+    events: list[tuple[str, float]] = []
+    client = clients(
+        *first.address, gateways=[second.address], reconnect_timeout=budget_s,
+        on_event=lambda name, detail: events.append((name, time.monotonic())),
+    )
+    await client.login(new_user_id())
+    second.kill()  # first the spare, so the client cannot resume there
+    first.kill()
+    await wait_until_async(lambda: client.resuming, timeout=5)
+
+    async with asyncio.timeout(budget_s + 3):
+        with pytest.raises(ReconnectFailed):
+            await client.move(1, 1)  # parked while resuming, failed when it gives up
+    names = [name for name, _ in events]
+    assert names == ["disconnected", "reconnecting", "reconnect_failed"]
+    took = events[2][1] - events[0][1]
+    assert budget_s - 0.05 <= took <= budget_s + 0.75
+    assert not client.resuming and not client.connected and client.pending_count == 0
+    with pytest.raises(NotConnected):
+        await client.move(2, 2)
+
+
+@pytest.mark.parametrize("gateway_fault", ["killed", "frozen"])
+async def test_close_while_resuming_fails_pending_requests_promptly(
+    system_factory: SystemFactory, clients: ClientFactory, gateway_fault: str
+) -> None:
+    cluster = system_factory()
+    gateway = cluster.gateway
+    client = clients(*gateway.address, reconnect_timeout=30, request_timeout=30)
+    await client.login(new_user_id())
+    try:
+        if gateway_fault == "killed":  # resuming = retrying a refused endpoint, backing off
+            gateway.kill()
+        else:  # resuming = connected (the kernel accepts), waiting for RECONNECT_RES
+            gateway.process.send_signal(signal.SIGSTOP)
+            drop(client)
+        await wait_until_async(lambda: client.resuming, timeout=5)
+        [moving] = await send_in_background(client, lambda: client.move(1, 1))
+        assert client.pending_count == 1
+
+        started = time.monotonic()
+        await client.close()
+        with pytest.raises(ConnectionLost) as caught:
+            async with asyncio.timeout(1):
+                await moving
+        assert time.monotonic() - started < 1.0
+    finally:
+        gateway.process.send_signal(signal.SIGCONT)
+    assert not isinstance(caught.value, ReconnectFailed)  # closed, not given up
+    assert not client.resuming and not client.connected and client.pending_count == 0
+
+
+# --- explicit resumption, timeouts, payloads -------------------------------------------------
+
+
+async def test_manual_reconnect_rotates_the_key_and_sequence_ids_continue(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory()
+    client = clients(*cluster.gateway_address)
+    login = await client.login(new_user_id())  # sequence id 1
+    assert login["last_sequence_id"] == 1
+    await client.move(1, 1)  # 2
+    await client.move(2, 2)  # 3
+    keys = [client.reconnect_key]
+
+    first = await client.reconnect()
+    assert first["last_sequence_id"] == 3 and first["state"] == moved(2, 2, 2)
+    keys.append(client.reconnect_key)
+    second = await client.reconnect()
+    assert second["last_sequence_id"] == 3
+    keys.append(client.reconnect_key)
+    assert len(set(keys)) == 3 and keys[-1] == second["reconnect_key"]
+    assert client.session_id == login["session_id"] and client.reconnect_count == 2
+
+    assert client.peek_sequence_id() == 4
+    assert await client.move(3, 3) == moved(3, 3, 3)  # id 4: new work, not a duplicate
+    third = await client.reconnect()
+    assert third["last_sequence_id"] == 4
+
+    # Each key resumes once: a spent one is refused (and does not disturb the session).
+    other = clients(*cluster.gateway_address)
+    with pytest.raises(RequestError) as caught:
+        await other.reconnect(client.session_id, keys[0])
+    assert caught.value.code == ErrorCode.INVALID_SESSION
+    assert await client.echo({"still": "here"}) == {"still": "here"}
+    assert client.reconnect_count == 3 and client.kicked_reason is None
+
+
+async def test_request_timeout_leaves_the_connection_usable(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory()
+    gameserver = cluster.gameserver.process
+    client = clients(*cluster.gateway_address)
+    await client.login(new_user_id())
+    conn = client.connection
+
+    client.request_timeout = 0.3
+    gameserver.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
         with pytest.raises(RequestTimeout):
             await client.echo({"n": 1})
+        assert 0.29 <= time.monotonic() - started < 2.0
         assert client.pending_count == 0
-        assert await client.echo({"n": 2}) == {"n": 2}
+    finally:
+        gameserver.send_signal(signal.SIGCONT)
+    client.request_timeout = 5.0
+
+    # The late answer to {"n": 1} is not mistaken for the answer to the next request.
+    assert await client.echo({"n": 2}) == {"n": 2}
+    assert await client.move(1, 1) == moved(1, 1, 1)
+    assert client.connection is conn and client.reconnect_count == 0
 
 
-async def test_lz4_answers_and_whisper_pushes_are_decoded(world: World) -> None:
-    world.session.compress = True
-    big = {"n": 1, "text": "abc" * 2000}
+async def test_lz4_answers_and_whisper_pushes_arrive_decoded(
+    system_factory: SystemFactory, clients: ClientFactory
+) -> None:
+    cluster = system_factory(env={"COMPRESSION_THRESHOLD_BYTES": "256"})
+    gateway = cluster.gateway.process
+    lz4_user, plain_user = new_user_id(), new_user_id()
+    lz4 = clients(*cluster.gateway_address)
+    plain = clients(*cluster.gateway_address, accept_compression=False)
+    await lz4.login(lz4_user)
+    await plain.login(plain_user)
 
-    def whisper_first(conn: FakeConn, seq: int, payload: dict[str, Any]) -> bool:
-        conn.send(MsgType.WHISPER_NTF, 0, {"from_user_id": 9, "text": "psst"})
-        return False
+    big = {"text": "abc" * 2000}
+    before = await sample(gateway, GATEWAY_BYTES_OUT)
+    assert await lz4.echo(big) == big
+    compressed = await sample(gateway, GATEWAY_BYTES_OUT) - before
+    assert await plain.echo(big) == big
+    uncompressed = await sample(gateway, GATEWAY_BYTES_OUT) - before - compressed
+    assert compressed < 1000 and uncompressed > 6000
 
-    world.session.hook = whisper_first
-    async with GameClient(*world.gateways[0].endpoint) as client:
-        await client.login(5)
-        assert world.frames(MsgType.LOGIN_REQ)[0].payload["accept_compression"] == ["lz4"]
-        assert await client.echo(big) == big
-        async with asyncio.timeout(5):
-            push = await client.pushes.get()
-        assert push == Push(MsgType.WHISPER_NTF, {"from_user_id": 9, "text": "psst"})
+    text = "psst " * 100  # above the threshold, within the whisper limit
+    before = await sample(gateway, GATEWAY_BYTES_OUT)
+    assert await plain.whisper(lz4_user, text) == {"delivered": True}
+    async with asyncio.timeout(5):
+        push = await lz4.pushes.get()
+    assert push == Push(MsgType.WHISPER_NTF, {"from_user_id": plain_user, "text": text})
+    assert await sample(gateway, GATEWAY_BYTES_OUT) - before < len(text)  # push was LZ4
+
+    assert await lz4.whisper(plain_user, "hi") == {"delivered": True}
+    async with asyncio.timeout(5):
+        push = await plain.pushes.get()
+    assert push == Push(MsgType.WHISPER_NTF, {"from_user_id": lz4_user, "text": "hi"})
