@@ -191,8 +191,19 @@ def test_gameserver_flags_and_env() -> None:
         {"GAMESERVER_NODE_ID": "4", "RECONNECT_GRACE_S": "3", "AUTH_MODE": "hmac",
          "AUTH_SECRET": "s"},
     )
-    assert (config.node_id, config.mesh_port, config.reconnect_grace_s) == (9, 9200, 3.0)
+    assert (config.node_id, config.mesh_port, config.reconnect_grace_s) == ("9", 9200, 3.0)
     assert config.auth_mode == "hmac"
+
+
+@pytest.mark.parametrize("value", ["auto", "ordinal", "1", "65535"])
+def test_gameserver_node_id_forms(value: str) -> None:
+    assert load_config(GameServerConfig, ["--node-id", value], {}).node_id == value
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "-1", "two", ""])
+def test_gameserver_bad_node_id(value: str) -> None:
+    with pytest.raises(ConfigError, match="GAMESERVER_NODE_ID"):
+        load_config(GameServerConfig, ["--node-id", value], {})
 
 
 @pytest.mark.parametrize("config_type, env, variable", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 
-from protocol import KickReason, MsgType
+from protocol import FLAG_LZ4, KickReason, MsgType
 from test_client.client import GameClient
 from tests.support.cluster import Cluster
 from tests.support.raw import RawClient
@@ -43,28 +43,59 @@ def test_duplicate_node_id_is_refused(system_factory) -> None:  # type: ignore[n
     assert cluster.gameserver.process.readyz_status() == 200
 
 
-async def test_gameserver_sigterm_kicks_with_server_shutdown_and_session_resumes(
+async def test_lone_gameserver_sigterm_kicks_with_server_shutdown_and_session_resumes(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Nobody to hand sessions to: SERVER_SHUTDOWN, and the session stays resumable."""
+    cluster: Cluster = system_factory(gameservers=1)
+    client = await RawClient.connect(cluster.gateway_address)
+    login = (await client.login(new_user_id())).payload
+    await client.request(MsgType.MOVE_REQ, 2, {"x": 2, "y": 3})
+
+    assert cluster.gameserver.terminate(timeout=20) == 0
+    frames = await client.wait_closed()
+    assert [f.payload for f in frames] == [{"reason": KickReason.SERVER_SHUTDOWN}]
+    assert "GameServer stopped" in cluster.gameserver.process.log_text()
+
+    cluster.add_gameserver()
+    await wait_until_async(
+        lambda: "gateway_gameservers_live 1.0" in cluster.gateway.process.metrics_text(),
+        timeout=10, message="the Gateway did not see the new GameServer")
+    fresh = await RawClient.connect(cluster.gateway_address)
+    res = await fresh.request(MsgType.RECONNECT_REQ, 0, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is True
+    assert res.payload["state"] == {"x": 2.0, "y": 3.0, "moves": 1}
+    assert (await fresh.request(MsgType.MOVE_REQ, 3, {"x": 0, "y": 0})).payload["moves"] == 2
+    await fresh.close()
+
+
+async def test_gameserver_sigterm_hands_sessions_over_invisibly(
     system_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     cluster: Cluster = system_factory(gameservers=2)
     client = await RawClient.connect(cluster.gateway_address)
-    login = (await client.login(new_user_id())).payload
-    await client.request(MsgType.MOVE_REQ, 2, {"x": 2, "y": 3})
+    login = (await client.login(new_user_id(), accept_compression=["lz4"])).payload
     owner = next(n for n in cluster.gameservers if n.node_id == login["node_id"])
+    survivor = next(n for n in cluster.gameservers if n is not owner)
 
-    assert owner.terminate(timeout=20) == 0
-    frames = await client.wait_closed()
-    assert [f.payload for f in frames] == [{"reason": KickReason.SERVER_SHUTDOWN}]
-    assert "GameServer stopped" in owner.process.log_text()
-
-    fresh = await RawClient.connect(cluster.gateway_address)
-    res = await fresh.request(MsgType.RECONNECT_REQ, 1, {
-        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
-    assert res.payload["ok"] is True
-    assert res.payload["node_id"] != owner.node_id
-    assert res.payload["state"] == {"x": 2.0, "y": 3.0, "moves": 1}
-    assert (await fresh.request(MsgType.MOVE_REQ, 3, {"x": 0, "y": 0})).payload["moves"] == 2
-    await fresh.close()
+    owner.process.send_signal(signal.SIGTERM)
+    seq = 2
+    while owner.process.running:  # keep playing right through the drain
+        res = await client.request(MsgType.MOVE_REQ, seq, {"x": seq, "y": 0})
+        assert res.msg_type == MsgType.MOVE_RES, res
+        assert res.payload["moves"] == seq - 1
+        seq += 1
+    assert owner.process.wait_exit(20) == 0
+    res = await client.request(MsgType.MOVE_REQ, seq, {"x": 0, "y": 0})
+    assert res.payload["moves"] == seq - 1
+    # The survivor adopted it, with the compression the client negotiated at login.
+    big = await client.request(MsgType.ECHO_REQ, seq + 1, {"blob": "q" * 4000})
+    assert big.flags & FLAG_LZ4 and big.payload == {"blob": "q" * 4000}
+    assert 'gameserver_sessions_resumed_total{how="handover"} 1.0' in \
+        survivor.process.metrics_text()
+    assert client.inbox == []  # no kick, no error, nothing unexpected
+    await client.close()
 
 
 async def test_gateway_sigterm_kicks_and_client_library_resumes_elsewhere(

@@ -21,6 +21,8 @@ from protocol.internal import (
     gateway_routing_id,
     iter_records,
     pack_record,
+    pack_reroute,
+    unpack_reroute,
 )
 
 records = st.builds(
@@ -130,6 +132,18 @@ def test_routing_ids_are_distinct_per_role_and_node() -> None:
 def test_kind_numbers_are_stable() -> None:
     # Mixed-version Gateways and GameServers must agree on these during a rolling update.
     assert {k.name: k.value for k in Kind} == {
-        "FRAME": 1, "CLOSED": 2, "HELLO": 3,
-        "SEND": 10, "PIN": 11, "CLOSE": 12, "HELLO_ACK": 13,
+        "FRAME": 1, "CLOSED": 2, "HELLO": 3, "HOLD_ACK": 4,
+        "SEND": 10, "PIN": 11, "CLOSE": 12, "HELLO_ACK": 13, "HOLD": 14, "REROUTE": 15,
     }
+
+
+@given(st.binary(min_size=1, max_size=255), st.binary(max_size=200))
+def test_reroute_body_round_trip(target: bytes, frame: bytes) -> None:
+    assert unpack_reroute(pack_reroute(target, frame)) == (target, frame)
+
+
+def test_reroute_body_too_short() -> None:
+    with pytest.raises(MalformedBatch):
+        unpack_reroute(b"")
+    with pytest.raises(MalformedBatch):
+        unpack_reroute(bytes((5,)) + b"gs")

@@ -5,9 +5,13 @@ because per-message ZeroMQ overhead (not bytes) is what limits a Python process.
 is ``u8 kind | 16 bytes socket_id | u64 arg | u32 body_length | body``.
 
 Gateway -> GameServer kinds: FRAME (a client frame, ``arg`` = pinned session id or 0), CLOSED
-(the client socket is gone, body = reason), HELLO (liveness and identity, body = JSON).
+(the client socket is gone, body = reason), HELLO (liveness and identity, body = JSON),
+HOLD_ACK (the socket's frames are now held; everything sent before it has been sent).
 GameServer -> Gateway kinds: SEND (bytes to write to the socket), PIN (``arg`` = session id,
-body = owner node routing id), CLOSE (write body, then close the socket), HELLO_ACK (JSON).
+body = owner node routing id; also releases held frames to that node), CLOSE (write body,
+then close the socket), HELLO_ACK (JSON: load and draining), HOLD (hold this socket's frames
+until the next PIN: a session handover), REROUTE (body = ``u8 n | n-byte routing id |
+frame``: send this frame, and the socket, to that node instead).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ class Kind(IntEnum):
     FRAME = 1
     CLOSED = 2
     HELLO = 3
+    HOLD_ACK = 4
     SEND = 10
     PIN = 11
     CLOSE = 12
     HELLO_ACK = 13
+    HOLD = 14
+    REROUTE = 15
 
 
 class Record(NamedTuple):
@@ -100,3 +107,15 @@ def gameserver_routing_id(node_id: int) -> bytes:
 def format_socket_id(socket_id: bytes) -> str:
     """The Gateway's SocketId as logged everywhere (a UUID)."""
     return str(uuid.UUID(bytes=socket_id)) if len(socket_id) == 16 else socket_id.hex()
+
+
+def pack_reroute(target: bytes, frame: bytes) -> bytes:
+    return bytes((len(target),)) + target + frame
+
+
+def unpack_reroute(body: bytes) -> tuple[bytes, bytes]:
+    """(target routing id, frame); raises MalformedBatch on a bad body."""
+    if not body or len(body) < 1 + body[0]:
+        raise MalformedBatch("REROUTE body too short")
+    n = body[0]
+    return body[1:1 + n], body[1 + n:]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
 from servicekit.zmqloop import ZmqReader
@@ -38,6 +39,7 @@ class BatchRouter:
         on_undeliverable: UndeliverableHandler,
         *,
         handover: bool = False,
+        on_disconnected: Callable[[str], None] | None = None,
     ) -> None:
         """``handover``: a peer reconnecting with a known routing id takes the route over
         (the bound side wants this: a restarted peer keeps its id)."""
@@ -60,6 +62,21 @@ class BatchRouter:
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False
         self._reader = ZmqReader(sock, self._on_messages, self._loop)
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._monitor_reader: ZmqReader | None = None
+        if on_disconnected is not None:
+            # A peer process that dies closes its TCP connection at once; the monitor tells
+            # us within milliseconds instead of after HEARTBEAT_TIMEOUT.
+            self._on_disconnected = on_disconnected
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._monitor_reader = ZmqReader(self._monitor, self._on_monitor, self._loop)
+
+    def _on_monitor(self, messages: list[list[bytes]]) -> None:
+        for message in messages:
+            event = parse_monitor_message(message)
+            endpoint = event["endpoint"]
+            self._on_disconnected(endpoint.decode() if isinstance(endpoint, bytes)
+                                  else str(endpoint))
 
     def connect(self, endpoint: str, peer_routing_id: bytes) -> None:
         self.socket.setsockopt(zmq.CONNECT_ROUTING_ID, peer_routing_id)
@@ -111,4 +128,8 @@ class BatchRouter:
     def close(self) -> None:
         self.flush()
         self._reader.close()
+        if self._monitor is not None and self._monitor_reader is not None:
+            self._monitor_reader.close()
+            self.socket.disable_monitor()
+            self._monitor.close(0)
         self.socket.close(linger=1000)

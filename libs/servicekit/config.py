@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -137,8 +138,10 @@ def load_or_exit[T](
 def _mask_url_password(url: str) -> str:
     scheme, rest = url.split("://", 1)
     credentials, at, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***{at}{host}"
+    if at:
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}:***@{host}"
+    return f"{scheme}://" + re.sub(r"(?i)(password=)[^&]*", r"\1***", rest)
 
 
 def describe(config: Any) -> str:
@@ -149,7 +152,7 @@ def describe(config: Any) -> str:
         env = field.metadata["env"]
         if "SECRET" in env or "PASSWORD" in env:
             value = "***" if value else ""
-        elif isinstance(value, str) and "://" in value and "@" in value:
+        elif isinstance(value, str) and "://" in value:
             value = _mask_url_password(value)
         parts.append(f"{env}={value}")
     return " ".join(parts)
@@ -175,7 +178,7 @@ class CommonConfig:
     max_frame_bytes: int = setting(
         65536, env="MAX_FRAME_BYTES",
         help="largest frame length field; also bounds decompressed payloads and responses "
-        "(same value on every service)", min=64, max=16 * 1024 * 1024)
+        "(same value on every service)", min=1024, max=16 * 1024 * 1024)
 
     def validate(self) -> None:
         from servicekit.redis_url import to_redis_url

@@ -1,19 +1,39 @@
-"""Reads the GameServer registry that GameServers keep alive in Redis (see gameserver.registry).
+"""The GameServer node registry in Redis: claimed and kept alive by GameServers, read by
+Gateways (to dial them) and by GameServers (to find their service-mesh peers).
 
-An entry whose key has expired is a dead node: it is dropped here and pruned from the set.
-When Redis is unreachable the last known view is kept, so a Redis outage does not take
-routing down with it.
+Layout: ``gb:node:<id>`` is a hash (instance, host, ports, sessions, draining, heartbeat
+time) with a TTL of NODE_TTL_S, refreshed by the owner's heartbeat; ``gb:nodes`` is the set
+of ids. No per-field expiry is needed, so Redis 7.0 works. An entry names the process
+instance holding it, so a second process claiming the same id is refused instead of
+silently sharing it. An entry whose key has expired is a dead node: readers drop it and
+prune it from the set.
 """
 
 from __future__ import annotations
+
+import re
+import socket
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
 
 KEY_PREFIX = "gb:"
 NODES_KEY = f"{KEY_PREFIX}nodes"
+MAX_NODE_ID = 65535
 
 #: node id -> (host, p2p port, all fields)
 Registry = dict[int, tuple[str, int, dict[str, str]]]
+
+
+def node_key(node_id: int) -> str:
+    return f"{KEY_PREFIX}node:{node_id}"
+
+
+def _script(name: str) -> str:
+    return resources.files("servicekit").joinpath("lua", f"{name}.lua").read_text()
 
 
 async def read_registry(client: aioredis.Redis) -> Registry:
@@ -23,7 +43,7 @@ async def read_registry(client: aioredis.Redis) -> Registry:
         return {}
     async with client.pipeline(transaction=False) as pipe:
         for node_id in node_ids:
-            pipe.hgetall(f"{KEY_PREFIX}node:{node_id}")
+            pipe.hgetall(node_key(node_id))
         entries = await pipe.execute()
     registry: Registry = {}
     stale: list[int] = []
@@ -39,3 +59,73 @@ async def read_registry(client: aioredis.Redis) -> Registry:
     if stale:
         await client.srem(NODES_KEY, *stale)
     return registry
+
+
+class NodeRegistry:
+    """Claims, refreshes and releases one process's entry."""
+
+    def __init__(self, client: aioredis.Redis, instance: str) -> None:
+        self.instance = instance
+        self._claim = client.register_script(_script("node_claim"))
+        self._release = client.register_script(_script("node_release"))
+
+    async def claim(self, node_id: int, ttl_ms: int, fields: dict[str, Any]) -> str | None:
+        """Register or refresh; returns the other holder's instance when the id is taken."""
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        holder = await self._claim(keys=[node_key(node_id), NODES_KEY],
+                                   args=[node_id, self.instance, ttl_ms, *flat])
+        if not holder:
+            return None
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+    async def release(self, node_id: int) -> None:
+        await self._release(keys=[node_key(node_id), NODES_KEY], args=[node_id, self.instance])
+
+    async def claim_free_id(self, ttl_ms: int, fields: dict[str, Any]) -> int:
+        """The lowest id nobody holds, claimed for this instance (for identical replicas
+        without per-replica config: docker compose --scale)."""
+        for node_id in range(1, MAX_NODE_ID + 1):
+            if await self.claim(node_id, ttl_ms, fields) is None:
+                return node_id
+        raise RuntimeError("no free GameServer node id left")
+
+
+STATEFULSET_HOSTNAME = re.compile(r"^.+-(\d+)$")
+
+
+def ordinal_node_id(hostname: str | None = None) -> int | None:
+    """Node id from a Kubernetes StatefulSet pod name (``gameserver-0`` -> 1), else None.
+
+    Stable across pod restarts, unique within the StatefulSet, no configuration needed.
+    """
+    name = (hostname or socket.gethostname()).split(".", 1)[0]
+    match = STATEFULSET_HOSTNAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(1)) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What a GameServer publishes about itself."""
+
+    instance: str
+    host: str
+    p2p_port: int
+    mesh_port: int
+    metrics_port: int
+    started_ms: int
+
+    def fields(self, sessions: int, draining: bool) -> dict[str, str | int]:
+        return {
+            "host": self.host,
+            "p2p_port": self.p2p_port,
+            "mesh_port": self.mesh_port,
+            "metrics_port": self.metrics_port,
+            "started_ms": self.started_ms,
+            "sessions": sessions,
+            "draining": int(draining),
+            "heartbeat_ms": int(time.time() * 1000),
+        }

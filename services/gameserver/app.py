@@ -10,6 +10,8 @@ import secrets
 import signal
 import socket
 import time
+from typing import Any
+from urllib.parse import parse_qs
 
 import zmq
 
@@ -19,18 +21,25 @@ from gameserver.handlers import router
 from gameserver.hub import REDIS_FAILURES, Hub
 from gameserver.keys import Keys
 from gameserver.link import CannotBind, GatewayLink, PortInUse
+from gameserver.mesh import MeshClient, MeshServer
 from gameserver.middlewares import standard_middlewares
-from gameserver.registry import NodeIdConflict, NodeInfo
 from gameserver.store import SessionStore
-from protocol.internal import gameserver_routing_id
+from protocol.internal import Record, gameserver_routing_id
+from protocol.messages import KickReason
 from servicekit.config import describe
-from servicekit.http import start_ops_server
+from servicekit.http import AdminRequest, start_ops_server
 from servicekit.redis_client import open_redis
 from servicekit.redis_url import display_address
+from servicekit.registry import (
+    KEY_PREFIX,
+    NodeInfo,
+    NodeRegistry,
+    Registry,
+    ordinal_node_id,
+    read_registry,
+)
 
 log = logging.getLogger("gameserver")
-
-KEY_PREFIX = "gb:"
 
 
 def advertise_host(configured: str) -> str:
@@ -42,26 +51,37 @@ def advertise_host(configured: str) -> str:
         return "127.0.0.1"
 
 
+class NodeIdConflict(Exception):
+    def __init__(self, node_id: int, holder: str) -> None:
+        super().__init__(
+            f"GameServer node id {node_id} is already registered by another live process "
+            f"(instance {holder}); give each GameServer its own GAMESERVER_NODE_ID, or use "
+            "GAMESERVER_NODE_ID=auto")
+
+
 class GameServerApp:
     def __init__(self, config: GameServerConfig) -> None:
         self.config = config
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection)
-        self.store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{config.node_id}:{self.instance}",
-                                  config.node_id)
+        self.registry = NodeRegistry(self.redis, self.instance)
         self.zmq = zmq.Context()
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.registered_at = 0.0
         self.redis_ok = True
+        self.node_id = 0
         self.hub: Hub | None = None
+        self.mesh: MeshClient | None = None
+        #: The registry as last read: mesh peers and handover targets.
+        self.peers: Registry = {}
+        self._handover_assigned: dict[int, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.node = NodeInfo(
-            node_id=config.node_id, instance=self.instance,
-            host=advertise_host(config.advertise_host), p2p_port=config.p2p_port,
-            mesh_port=config.mesh_port, metrics_port=config.metrics_port,
-            started_ms=int(time.time() * 1000),
+            instance=self.instance, host=advertise_host(config.advertise_host),
+            p2p_port=config.p2p_port, mesh_port=config.mesh_port,
+            metrics_port=config.metrics_port, started_ms=int(time.time() * 1000),
         )
 
     def readiness(self) -> tuple[bool, str]:
@@ -72,67 +92,115 @@ class GameServerApp:
             return False, f"not registered: Redis at {self.redis_address} unreachable"
         if not self.hub.commits.redis_ok:
             return False, f"session writes failing: Redis at {self.redis_address}"
-        return True, f"ready: node {self.config.node_id}, {len(self.hub.sessions)} sessions"
+        return True, f"ready: node {self.node_id}, {len(self.hub.sessions)} sessions"
 
+    # ------------------------------------------------------------------ start-up
     async def run(self) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
         loop.set_task_factory(asyncio.eager_task_factory)
-        log.info("GameServer starting: node %d (instance %s) %s", config.node_id,
-                 self.instance, describe(config))
+        log.info("GameServer starting (instance %s) %s", self.instance, describe(config))
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
-                                         self.readiness)
+                                         self.readiness, admin=self._admin_http)
         except OSError as exc:
-            return self._bind_failed(exc, config.metrics_port, "GAMESERVER_METRICS_PORT")
+            return _bind_failed(exc, config.metrics_port, "GAMESERVER_METRICS_PORT")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        node_id = await self._resolve_node_id()
+        if node_id is None:
+            ops.close()
+            return self.exit_code
+        self.node_id = node_id
+        store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{node_id}:{self.instance}", node_id)
         try:
-            link = GatewayLink(self.zmq, gameserver_routing_id(config.node_id),
-                               config.bind_host, config.p2p_port, self._on_records)
+            link = GatewayLink(self.zmq, gameserver_routing_id(node_id), config.bind_host,
+                               config.p2p_port, self._on_records)
         except PortInUse:
             ops.close()
-            return self._bind_failed(OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
-                                     "GAMESERVER_P2P_PORT")
+            return _bind_failed(OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
+                                "GAMESERVER_P2P_PORT")
         except CannotBind as exc:
             ops.close()
             log.error("Cannot listen for Gateways (GAMESERVER_BIND_HOST, GAMESERVER_P2P_PORT): "
                       "%s", exc)
             return 1
-        self.hub = Hub(config, self.store, link, standard_middlewares(), router)
-        metrics.node_info.labels(str(config.node_id), self.instance).set(1)
+        try:
+            mesh_server = MeshServer(self.zmq, node_id, config.bind_host, config.mesh_port)
+        except OSError as exc:
+            link.close()
+            ops.close()
+            return _bind_failed(exc, config.mesh_port, "GAMESERVER_MESH_PORT")
+        hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id)
+        self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance)
+        mesh_server.register("release", hub.mesh_release)
+        mesh_server.register("whisper", hub.mesh_whisper)
+        mesh_server.register("kick_user", hub.mesh_kick_user)
+        mesh_server.register("adopt", hub.mesh_adopt)
+        mesh_server.register("ping", _pong)
+        metrics.node_info.labels(str(node_id), self.instance).set(1)
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
-        link = self.hub.link
         metrics.gateways_connected.set_function(lambda: len(link.live_gateways()))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
-        log.info("P2P listening: tcp://%s:%d (advertised as %s)", config.bind_host,
-                 config.p2p_port, self.node.host)
+        log.info("P2P listening: tcp://%s:%d, mesh tcp://%s:%d (advertised as %s)",
+                 config.bind_host, config.p2p_port, config.bind_host, config.mesh_port,
+                 self.node.host)
         self._tasks = [asyncio.create_task(self._heartbeat_loop()),
                        asyncio.create_task(self._lease_loop())]
         await self.stopping.wait()
         await self._drain()
         link.close()
+        mesh_server.close()
+        self.mesh.close()
         ops.close()
         await self.redis.aclose()
         self.zmq.term()
-        log.info("GameServer stopped: node %d", config.node_id)
+        log.info("GameServer stopped: node %d", node_id)
         return self.exit_code
 
-    def _on_records(self, gateway_id: bytes, records: list) -> None:  # type: ignore[type-arg]
+    async def _resolve_node_id(self) -> int | None:
+        """The configured id, the StatefulSet ordinal, or the lowest free id leased in Redis
+        (which needs Redis: wait for it). None when asked to stop meanwhile."""
+        configured = self.config.node_id
+        if configured.isdigit():
+            return int(configured)
+        if configured == "ordinal":
+            ordinal = ordinal_node_id()
+            if ordinal is None:
+                log.error("GAMESERVER_NODE_ID=ordinal, but the host name %r does not end in "
+                          "-<number> (is this a StatefulSet pod?)", socket.gethostname())
+                self.exit_code = 2
+                return None
+            log.info("Node id %d from the StatefulSet ordinal of %s", ordinal,
+                     socket.gethostname())
+            return ordinal
+        ttl_ms = int(self.config.node_ttl_s * 1000)
+        warned = False
+        while not self.stopping.is_set():
+            try:
+                node_id = await self.registry.claim_free_id(ttl_ms, self.node.fields(0, False))
+            except REDIS_FAILURES as exc:
+                if not warned:
+                    log.error("Redis is NOT reachable at %s (%s); a node id is leased there "
+                              "(GAMESERVER_NODE_ID=auto), retrying", self.redis_address, exc)
+                    warned = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.config.heartbeat_s)
+                continue
+            log.info("Node id %d leased in Redis (GAMESERVER_NODE_ID=auto)", node_id)
+            self.registered_at = time.monotonic()
+            return node_id
+        return None
+
+    def _on_records(self, gateway_id: bytes, records: list[Record]) -> None:
         assert self.hub is not None
         self.hub.on_records(gateway_id, records)
-
-    def _bind_failed(self, exc: OSError, port: int, variable: str) -> int:
-        if exc.errno == errno.EADDRINUSE:
-            log.error("Address already in use: port %d (%s)", port, variable)
-        else:
-            log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
-        return 1
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():
             log.info("%s received: draining", sig.name)
             self.stopping.set()
 
+    # ------------------------------------------------------------------ background
     async def _heartbeat_loop(self) -> None:
         config = self.config
         ttl_ms = int(config.node_ttl_s * 1000)
@@ -140,10 +208,13 @@ class GameServerApp:
         waited = False
         claim_deadline = time.monotonic() + 2 * config.node_ttl_s
         while True:
-            assert self.hub is not None
+            assert self.hub is not None and self.mesh is not None
             try:
-                holder = await self.store.claim_node(
-                    ttl_ms, self.node.fields(len(self.hub.sessions), not self.hub.accepting))
+                holder = await self.registry.claim(
+                    self.node_id, ttl_ms,
+                    self.node.fields(len(self.hub.sessions), not self.hub.accepting))
+                if holder is None:
+                    self.peers = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
                 if self.redis_ok:
                     log.error("Redis is NOT reachable at %s (%s); retrying every %.1fs",
@@ -156,12 +227,12 @@ class GameServerApp:
                         # entry expires within NODE_TTL_S unless that process is still alive.
                         if not waited:
                             log.warning("Node id %d is held by instance %s; waiting up to "
-                                        "%.1fs for that entry to expire", config.node_id,
+                                        "%.1fs for that entry to expire", self.node_id,
                                         holder, 2 * config.node_ttl_s)
                             waited = True
                         await asyncio.sleep(min(config.heartbeat_s, 0.25))
                         continue
-                    log.error("%s", NodeIdConflict(config.node_id, holder))
+                    log.error("%s", NodeIdConflict(self.node_id, holder))
                     self.exit_code = 1
                     self.stopping.set()
                     return
@@ -169,11 +240,11 @@ class GameServerApp:
                     log.info("Redis is reachable again at %s", self.redis_address)
                 self.redis_ok = True
                 self.registered_at = time.monotonic()
+                self.mesh.update(self.peers)
                 if first:
                     log.info("Registered in node registry: node %d at %s:%d",
-                             config.node_id, self.node.host, config.p2p_port)
+                             self.node_id, self.node.host, config.p2p_port)
                     first = False
-            if self.redis_ok:
                 with contextlib.suppress(*REDIS_FAILURES):  # counted next time round
                     await self.hub.count_expired()
             await asyncio.sleep(config.heartbeat_s)
@@ -188,11 +259,38 @@ class GameServerApp:
             except REDIS_FAILURES as exc:
                 log.error("Could not renew session leases: %s", exc)
 
+    # ------------------------------------------------------------------ drain
+    def pick_handover_target(self) -> int | None:
+        """A live, non-draining peer with the fewest sessions (counting what we already
+        handed it during this drain)."""
+        best: int | None = None
+        best_load = 0
+        for node_id, (_, _, fields) in self.peers.items():
+            if node_id == self.node_id or fields.get("draining") == "1":
+                continue
+            load = int(fields.get("sessions", "0") or 0) + self._handover_assigned.get(node_id, 0)
+            if best is None or load < best_load:
+                best, best_load = node_id, load
+        if best is not None:
+            self._handover_assigned[best] = self._handover_assigned.get(best, 0) + 1
+        return best
+
     async def _drain(self) -> None:
+        """Stop taking sessions, hand every session to the other GameServers without the
+        clients noticing, then leave; whatever could not be handed over is kicked with
+        SERVER_SHUTDOWN and stays resumable."""
         assert self.hub is not None
-        self.hub.accepting = False
+        hub = self.hub
+        hub.accepting = False
+        hub.announce_draining()
+        with contextlib.suppress(*REDIS_FAILURES):
+            # Publish "draining" right away (Gateways also learn it from HELLO_ACK).
+            await self.registry.claim(self.node_id, int(self.config.node_ttl_s * 1000),
+                                      self.node.fields(len(hub.sessions), True))
+            self.peers = await read_registry(self.redis)
         try:
-            await self.hub.shutdown()
+            await hub.hand_over_all(self.pick_handover_target, self.config.drain_timeout_s)
+            await hub.shutdown()
         except REDIS_FAILURES as exc:
             log.error("Redis unavailable during drain: %s", exc)
         # No heartbeat may re-register the node after it is released.
@@ -200,7 +298,36 @@ class GameServerApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self.store.release_node()
+            await self.registry.release(self.node_id)
         except REDIS_FAILURES as exc:
             log.error("Could not remove the registry entry (it expires in NODE_TTL_S): %s",
                       exc)
+
+    # ------------------------------------------------------------------ admin
+    async def _admin_http(self, request: AdminRequest) -> tuple[int, bytes]:
+        """``POST /admin/kick?user_id=N`` with ``Authorization: Bearer $ADMIN_TOKEN``."""
+        token = self.config.admin_token
+        if not token:
+            return 404, b"admin endpoints are off; set ADMIN_TOKEN to enable them\n"
+        if not secrets.compare_digest(request.headers.get("authorization", ""),
+                                      f"Bearer {token}"):
+            return 401, b"missing or wrong bearer token\n"
+        if request.method != "POST" or request.path != "/admin/kick":
+            return 404, b"try POST /admin/kick?user_id=N\n"
+        values = parse_qs(request.query).get("user_id", [""])
+        if not values[0].isdigit() or self.hub is None:
+            return 400, b"user_id must be a positive integer\n"
+        kicked = await self.hub.kick_user(int(values[0]), KickReason.ADMIN_KICK)
+        return (200, b'{"kicked": true}\n') if kicked else (404, b'{"kicked": false}\n')
+
+
+async def _pong(body: dict[str, Any]) -> dict[str, Any]:
+    return {"pong": True}
+
+
+def _bind_failed(exc: OSError, port: int, variable: str) -> int:
+    if exc.errno == errno.EADDRINUSE:
+        log.error("Address already in use: port %d (%s)", port, variable)
+    else:
+        log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
+    return 1

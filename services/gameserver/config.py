@@ -9,8 +9,11 @@ from servicekit.config import CommonConfig, ConfigError, setting
 
 @dataclass(frozen=True)
 class GameServerConfig(CommonConfig):
-    node_id: int = setting(1, env="GAMESERVER_NODE_ID", help="this GameServer's id",
-                           min=1, max=65535)
+    node_id: str = setting(
+        "1", env="GAMESERVER_NODE_ID",
+        help="this GameServer's id: a number 1..65535; 'ordinal' = from a StatefulSet pod "
+        "name (gameserver-N -> N+1); 'auto' = the lowest free id, leased in Redis (identical "
+        "replicas, e.g. docker compose --scale)")
     bind_host: str = setting("0.0.0.0", env="GAMESERVER_BIND_HOST",
                              help="address the P2P and mesh ports listen on")
     p2p_port: int = setting(9001, env="GAMESERVER_P2P_PORT",
@@ -50,12 +53,23 @@ class GameServerConfig(CommonConfig):
         10000, env="MAX_PENDING_COMMITS",
         help="sessions queued for the next group commit before MOVEs get SERVER_BUSY",
         min=1)
+    mesh_deadline_s: float = setting(
+        1.0, env="MESH_DEADLINE_S",
+        help="deadline of a service-mesh call (kick on another node, whisper, handover)",
+        min=0.05)
+    admin_token: str = setting(
+        "", env="ADMIN_TOKEN",
+        help="enables POST /admin/kick on the metrics port for requests bearing this token")
     drain_timeout_s: float = setting(
         10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)
 
     def validate(self) -> None:
         super().validate()
+        if self.node_id not in ("auto", "ordinal") and not (
+                self.node_id.isdigit() and 1 <= int(self.node_id) <= 65535):
+            raise ConfigError("GAMESERVER_NODE_ID must be 1..65535, 'ordinal' or 'auto', "
+                              f"got {self.node_id!r}")
         if self.auth_mode == "hmac" and not self.auth_secret:
             raise ConfigError("AUTH_SECRET must be set when AUTH_MODE=hmac")
         if self.node_ttl_s <= self.heartbeat_s:

@@ -103,7 +103,13 @@ async def reconnect(ctx: RequestContext) -> Any:
 @router.handler(MsgType.LOGOUT_REQ)
 async def logout(ctx: RequestContext) -> Any:
     assert ctx.session is not None
-    await ctx.hub.logout(ctx.session)
+    try:
+        await ctx.hub.logout(ctx.session)
+    except Reject as rejection:
+        # Taken over elsewhere: this socket's session is over anyway. (SERVER_UNAVAILABLE
+        # keeps the socket: the client may retry the LOGOUT.)
+        ctx.close_after = rejection.code == ErrorCode.INVALID_SESSION
+        raise
     ctx.close_after = True
     return {"ok": True}
 
@@ -148,8 +154,4 @@ async def whisper(ctx: RequestContext) -> Any:
     if not isinstance(text, str) or len(text) > MAX_WHISPER_CHARS:
         raise Reject(ErrorCode.BAD_PAYLOAD,
                      f"text must be a string of at most {MAX_WHISPER_CHARS} characters")
-    target = ctx.hub.sessions.by_user.get(to_user_id)
-    delivered = target is not None and ctx.hub.push(
-        target, MsgType.WHISPER_NTF, {"from_user_id": session.user_id, "text": text}
-    )
-    return {"delivered": delivered}
+    return {"delivered": await ctx.hub.whisper(session, to_user_id, text)}

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -23,10 +24,11 @@ from gameserver.commits import CommitQueue
 from gameserver.config import GameServerConfig
 from gameserver.context import Reject, RequestContext
 from gameserver.link import GatewayLink
+from gameserver.mesh import MeshClient, MeshError
 from gameserver.pipeline import Middleware, Router, compose
 from gameserver.state import PlayerState, ResponseCache, Session, SessionTable
-from gameserver.store import ResumeRejected, ResumeResult, SessionStore
-from protocol.internal import Kind, Record, format_socket_id
+from gameserver.store import Location, ResumeRejected, ResumeResult, SessionStore
+from protocol.internal import Kind, Record, format_socket_id, pack_reroute
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
 
@@ -56,12 +58,13 @@ class Hub:
         link: GatewayLink,
         middlewares: list[Middleware],
         router: Router,
+        node_id: int,
     ) -> None:
         self.config = config
         self.store = store
         self.link = link
-        self.node_id = config.node_id
-        self.routing_id = f"gs-{config.node_id}".encode()
+        self.node_id = node_id
+        self.routing_id = f"gs-{node_id}".encode()
         self.sessions = SessionTable()
         self.lease_ms = int(config.session_lease_s * 1000)
         self.grace_ms = int(config.reconnect_grace_s * 1000)
@@ -76,6 +79,14 @@ class Hub:
         self._in_grace: dict[int, float] = {}
         self._loop = asyncio.get_running_loop()
         self.accepting = True
+        #: Set by the app once the mesh is up; None on a node without peers.
+        self.mesh: MeshClient | None = None
+        #: While draining: picks the peer that gets the next session (set by the app).
+        self.pick_target: Callable[[], int | None] = lambda: None
+        self._handover_waiting: set[bytes] = set()
+        self._handover_settled = asyncio.Event()
+        link.on_dropped = self._records_dropped
+        self.mesh_deadline_s = config.mesh_deadline_s
         metrics.sessions_active.set_function(lambda: len(self.sessions))
         log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
 
@@ -92,7 +103,7 @@ class Hub:
     # ----------------------------------------------------------------- data plane in
     def on_records(self, gateway_id: bytes, records: list[Record]) -> None:
         for kind, socket_id, arg, body in records:
-            if kind == Kind.FRAME or kind == Kind.CLOSED:
+            if kind == Kind.FRAME or kind == Kind.CLOSED or kind == Kind.HOLD_ACK:
                 self._submit(socket_id, (kind, gateway_id, arg, body))
             elif kind == Kind.HELLO:
                 if self.link.note_hello(gateway_id):
@@ -127,8 +138,10 @@ class Hub:
         try:
             if kind == Kind.FRAME:
                 await self._process_frame(gateway_id, socket_id, pinned, body)
-            else:
+            elif kind == Kind.CLOSED:
                 await self._socket_closed(socket_id, body.decode(errors="replace"))
+            else:
+                await self._hand_over(gateway_id, socket_id)
         except Exception:
             log.exception("Failed to process a record for Socket=%s",
                           format_socket_id(socket_id))
@@ -137,6 +150,8 @@ class Hub:
         self, gateway_id: bytes, socket_id: bytes, pinned: int, frame: bytes
     ) -> None:
         session = self.sessions.by_socket.get(socket_id)
+        if session is None and not self.accepting and self._reroute(gateway_id, socket_id, frame):
+            return
         if session is None and pinned:
             session = await self._adopt(gateway_id, socket_id, pinned, frame)
             if session is None:
@@ -196,10 +211,21 @@ class Hub:
         log.info("Handling unpinned session: Socket=%s, UserId=%d",
                  format_socket_id(ctx.socket_id), user_id)
         key, key_hash = new_reconnect_key()
+        released_elsewhere: int | None = None
+        try:
+            previous = await self.store.locate_user(user_id)
+        except REDIS_FAILURES as exc:
+            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id, exc)
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         if user_id in self.sessions.by_user:
             # The session this login replaces may have state changes on their way to Redis;
             # let them land first, or the login would fence them out and read stale state.
             await self.commits.barrier()
+        elif (previous is not None and previous.node_id != self.node_id
+              and await self.release_elsewhere(previous, KickReason.DUPLICATE_LOGIN)):
+            # Its owner flushed, kicked (DUPLICATE_LOGIN) and forgot it. Had it not answered
+            # in time, the login would go ahead anyway (forced takeover below).
+            released_elsewhere = previous.session_id
         try:
             result = await self.store.login(
                 user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
@@ -211,7 +237,10 @@ class Hub:
         old_local = self.sessions.by_user.get(user_id)
         if old_local is not None and old_local.session_id == result.old_session_id:
             self.sessions.forget(old_local)
-        if result.old_gateway is not None and result.old_socket is not None:
+        if (result.old_gateway is not None and result.old_socket is not None
+                and result.old_session_id != released_elsewhere):
+            # Kicked straight through its Gateway: also when its owner was unreachable or
+            # another login raced ours. The owner forgets it when the socket's CLOSED comes.
             self.kick(result.old_gateway, result.old_socket, KickReason.DUPLICATE_LOGIN)
         session = self._new_session(result.session_id, user_id, 1, ctx.sequence_id,
                                     result.player, accept_lz4)
@@ -241,16 +270,27 @@ class Hub:
         except REDIS_FAILURES as exc:
             log.error("Reconnect failed, Redis unavailable: SessionId=%d: %s", session_id, exc)
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
-        session = self._take_over(ctx, session_id, result, accept_lz4,
-                                  KickReason.SESSION_RESUMED_ELSEWHERE)
+        released = False
+        if result.old_node_id is not None and result.old_node_id != self.node_id:
+            # The key was right and ownership is ours now (new epoch): the old owner's
+            # writes are fenced; tell it to kick its socket and forget the session.
+            released = await self.release_elsewhere(
+                Location(session_id, result.old_node_id, result.old_attached),
+                KickReason.SESSION_RESUMED_ELSEWHERE)
+        session = self._take_over(ctx.gateway_id, ctx.socket_id, session_id, result,
+                                  accept_lz4, None if released
+                                  else KickReason.SESSION_RESUMED_ELSEWHERE)
+        ctx.session = session
         session.reconnect_key = new_key
         metrics.sessions_resumed.labels("reconnect").inc()
         log.info("Session resumed: UserId=%d, SessionId=%d, Socket=%s", session.user_id,
                  session_id, format_socket_id(ctx.socket_id))
         return session
 
-    def _take_over(self, ctx: RequestContext, session_id: int, result: ResumeResult,
-                   accept_lz4: bool, reason: KickReason) -> Session:
+    def _take_over(self, gateway_id: bytes, socket_id: bytes, session_id: int,
+                   result: ResumeResult, accept_lz4: bool, reason: KickReason | None) -> Session:
+        """Install a session that Redis just gave us (resume.lua) on ``socket_id``;
+        ``reason``: kick the session's previous socket with it (None: already done)."""
         local = self.sessions.by_id.get(session_id)
         if local is not None and local.epoch == result.epoch:
             session = local
@@ -265,15 +305,15 @@ class Hub:
             for seq, body in reversed(result.responses):
                 session.cache.put(seq, body)
         if (result.old_attached and result.old_gateway is not None
-                and result.old_socket is not None and result.old_socket != ctx.socket_id):
+                and result.old_socket is not None and result.old_socket != socket_id):
             self.sessions.detach_socket(result.old_socket)
-            self.kick(result.old_gateway, result.old_socket, reason)
+            if reason is not None:
+                self.kick(result.old_gateway, result.old_socket, reason)
         previous_user_session = self.sessions.by_user.get(session.user_id)
         if previous_user_session is not None and previous_user_session is not session:
             self.sessions.forget(previous_user_session)
-        self.sessions.attach(session, ctx.gateway_id, ctx.socket_id)
+        self.sessions.attach(session, gateway_id, socket_id)
         self._in_grace.pop(session_id, None)
-        ctx.session = session
         self.pin(session)
         return session
 
@@ -300,8 +340,8 @@ class Hub:
             assert probe.response is not None
             self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
             return None
-        session = self._take_over(probe, session_id, result, result.accept_lz4,
-                                  KickReason.SESSION_RESUMED_ELSEWHERE)
+        session = self._take_over(gateway_id, socket_id, session_id, result,
+                                  result.accept_lz4, KickReason.SESSION_RESUMED_ELSEWHERE)
         metrics.sessions_resumed.labels("adopt").inc()
         log.info("Session adopted after restart: UserId=%d, SessionId=%d, Socket=%s",
                  session.user_id, session_id, format_socket_id(socket_id))
@@ -325,6 +365,7 @@ class Hub:
                  session.session_id)
 
     async def _socket_closed(self, socket_id: bytes, reason: str) -> None:
+        self._handover_done(socket_id)  # a socket gone mid-handover needs none
         session = self.sessions.by_socket.get(socket_id)
         if session is None or session.socket_id != socket_id:
             return
@@ -334,8 +375,8 @@ class Hub:
             return
         try:
             detached = await self.store.detach(session.session_id, session.epoch,
-                                               socket_id.hex(), session.last_seq, self.grace_ms,
-                                               TOMBSTONE_MS)
+                                               socket_id.hex(), session.durable_seq(),
+                                               self.grace_ms, TOMBSTONE_MS)
         except REDIS_FAILURES as exc:
             log.error("Could not mark session detached (its lease will expire it): "
                       "SessionId=%d: %s", session.session_id, exc)
@@ -367,6 +408,188 @@ class Hub:
             else:
                 self.link.send(session.gateway_id, Kind.CLOSE, session.socket_id, 0, b"")
         self.sessions.forget(session)
+
+    # ----------------------------------------------------------------- cluster
+    async def release_elsewhere(self, location: Location, reason: KickReason,
+                                end: bool = False) -> bool:
+        """Ask the session's owner on another node to flush, kick and forget it.
+
+        False when it could not be asked (no mesh, unreachable, too slow): callers then
+        take over anyway; fencing keeps a stale owner from writing.
+        """
+        if self.mesh is None:
+            return False
+        try:
+            reply = await self.mesh.call(location.node_id, "release", {
+                "session_id": location.session_id, "reason": reason.value, "end": end},
+                self.mesh_deadline_s)
+        except MeshError as exc:
+            log.warning("Owner of SessionId=%d (node %d) not reached (%s): taking over anyway",
+                        location.session_id, location.node_id, exc.code)
+            return False
+        return bool(reply.get("released"))
+
+    async def mesh_release(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Mesh method: stop owning a session (its new owner, or an admin, asks)."""
+        session = self.sessions.by_id.get(int(body["session_id"]))
+        if session is None:
+            return {"released": False}
+        await self.commits.barrier()
+        if session.closed:
+            return {"released": False}
+        if session.socket_id is not None and session.gateway_id is not None:
+            self.kick(session.gateway_id, session.socket_id, KickReason(body["reason"]))
+        self.sessions.forget(session)
+        if body.get("end"):
+            await self.store.logout(session.session_id, session.epoch)
+        log.info("Session released: SessionId=%d, Reason=%s", session.session_id,
+                 body["reason"])
+        return {"released": True}
+
+    async def whisper(self, sender: Session, to_user_id: int, text: str) -> bool:
+        """Deliver to the recipient's socket wherever it is; False when they are offline."""
+        payload = {"from_user_id": sender.user_id, "text": text}
+        target = self.sessions.by_user.get(to_user_id)
+        if target is not None:
+            return self.push(target, MsgType.WHISPER_NTF, payload)
+        try:
+            location = await self.store.locate_user(to_user_id)
+        except REDIS_FAILURES:
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
+        if location is None or not location.attached:
+            return False
+        if location.node_id == self.node_id or self.mesh is None:
+            return False  # ours but not attached here any more: offline
+        try:
+            reply = await self.mesh.call(location.node_id, "whisper",
+                                         {"to_user_id": to_user_id, **payload},
+                                         self.mesh_deadline_s)
+        except MeshError as exc:
+            raise Reject(ErrorCode.SERVER_UNAVAILABLE,
+                         f"the recipient's GameServer did not answer ({exc.code})") from None
+        return bool(reply.get("delivered"))
+
+    async def mesh_whisper(self, body: dict[str, Any]) -> dict[str, Any]:
+        target = self.sessions.by_user.get(int(body["to_user_id"]))
+        delivered = target is not None and self.push(target, MsgType.WHISPER_NTF, {
+            "from_user_id": body["from_user_id"], "text": body["text"]})
+        return {"delivered": delivered}
+
+    async def kick_user(self, user_id: int, reason: KickReason) -> bool:
+        """Kick a user wherever they are and end the session (admin)."""
+        local = self.sessions.by_user.get(user_id)
+        if local is not None:
+            return bool((await self.mesh_release({"session_id": local.session_id,
+                                                  "reason": reason.value, "end": True}))
+                        ["released"])
+        location = await self.store.locate_user(user_id)
+        if location is None or location.node_id == self.node_id:
+            return False
+        return await self.release_elsewhere(location, reason, end=True)
+
+    async def mesh_kick_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        reason = KickReason(body.get("reason", KickReason.ADMIN_KICK.value))
+        return {"kicked": await self.kick_user(int(body["user_id"]), reason)}
+
+    async def mesh_adopt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Mesh method: a draining peer hands us a session still attached to its socket."""
+        session_id = int(body["session_id"])
+        gateway_id = body["gateway"].encode()
+        socket_id = bytes.fromhex(body["socket"])
+        try:
+            result = await self.store.resume(session_id, "", "", gateway_id, socket_id.hex(),
+                                             self.lease_ms, None)
+        except ResumeRejected as rejected:
+            return {"adopted": False, "code": rejected.code}
+        self._take_over(gateway_id, socket_id, session_id, result, result.accept_lz4, None)
+        metrics.sessions_resumed.labels("handover").inc()
+        return {"adopted": True}
+
+    # ----------------------------------------------------------------- drain handover
+    def _reroute(self, gateway_id: bytes, socket_id: bytes, frame: bytes) -> bool:
+        """Draining: a frame for a session we do not hold goes to a peer, with its socket."""
+        target = self.pick_target()
+        if target is None:
+            return False
+        self.link.send(gateway_id, Kind.REROUTE, socket_id, 0,
+                       pack_reroute(f"gs-{target}".encode(), frame))
+        return True
+
+    async def hand_over_all(self, pick_target: Callable[[], int | None],
+                            timeout_s: float) -> None:
+        """Give every attached session to another GameServer, invisibly to its client.
+
+        Per socket: the Gateway is asked to HOLD the socket's frames; its HOLD_ACK comes
+        after every frame it sent us before, and is processed in the socket's queue after
+        them; then pending writes are committed, a peer adopts the session from Redis
+        (mesh ``adopt``), and PIN points the Gateway, and the held frames, at that peer.
+        """
+        self.pick_target = pick_target
+        live = set(self.link.live_gateways())
+        sessions = [s for s in self.sessions.by_id.values()
+                    if s.socket_id is not None and s.gateway_id in live]
+        if not sessions:
+            return
+        log.info("Handing %d sessions over to other GameServers", len(sessions))
+        self._handover_waiting = {s.socket_id for s in sessions if s.socket_id is not None}
+        self._handover_settled.clear()
+        for session in sessions:
+            assert session.gateway_id is not None and session.socket_id is not None
+            self.link.send(session.gateway_id, Kind.HOLD, session.socket_id,
+                           session.session_id, b"")
+        try:
+            await asyncio.wait_for(self._handover_settled.wait(), timeout_s)
+        except TimeoutError:
+            log.error("Handover incomplete after %.1fs: %d sessions left", timeout_s,
+                      len(self._handover_waiting))
+
+    async def _hand_over(self, gateway_id: bytes, socket_id: bytes) -> None:
+        try:
+            outcome = await self._hand_over_socket(gateway_id, socket_id)
+        finally:
+            self._handover_done(socket_id)
+        metrics.handovers.labels(outcome).inc()
+
+    def _handover_done(self, socket_id: bytes) -> None:
+        if socket_id in self._handover_waiting:
+            self._handover_waiting.discard(socket_id)
+            if not self._handover_waiting:
+                self._handover_settled.set()
+
+    def _records_dropped(self, records: list[Record]) -> None:
+        """A HOLD that never reached its Gateway will never be acknowledged."""
+        for record in records:
+            if record.kind == Kind.HOLD:
+                self._handover_done(record.socket_id)
+                metrics.handovers.labels("unreachable").inc()
+
+    async def _hand_over_socket(self, gateway_id: bytes, socket_id: bytes) -> str:
+        session = self.sessions.by_socket.get(socket_id)
+        if session is None:
+            self.link.send(gateway_id, Kind.PIN, socket_id, 0, self.routing_id)  # un-hold
+            return "gone"
+        await self.commits.barrier()
+        target = self.pick_target()
+        if target is None or self.mesh is None or session.closed:
+            self.pin(session)  # un-hold: we keep it; the shutdown kick follows
+            return "no_target" if target is None else "gone"
+        try:
+            reply = await self.mesh.call(target, "adopt", {
+                "session_id": session.session_id, "gateway": gateway_id.decode(),
+                "socket": socket_id.hex()}, self.mesh_deadline_s)
+        except MeshError as exc:
+            log.warning("Handover of SessionId=%d to node %d failed: %s", session.session_id,
+                        target, exc)
+            self.pin(session)
+            return "failed"
+        if not reply.get("adopted"):
+            self.pin(session)
+            return "failed"
+        self.sessions.forget(session)
+        self.link.send(gateway_id, Kind.PIN, socket_id, session.session_id,
+                       f"gs-{target}".encode())
+        log.info("Session handed over: SessionId=%d -> node %d", session.session_id, target)
+        return "ok"
 
     # ----------------------------------------------------------------- housekeeping
     async def renew_leases(self) -> None:
@@ -404,7 +627,7 @@ class Hub:
                 continue
             try:
                 await self.store.detach(session.session_id, session.epoch, socket_id.hex(),
-                                        session.last_seq, self.grace_ms, TOMBSTONE_MS)
+                                        session.durable_seq(), self.grace_ms, TOMBSTONE_MS)
             except REDIS_FAILURES as exc:
                 log.error("Could not detach SessionId=%d at shutdown: %s",
                           session.session_id, exc)

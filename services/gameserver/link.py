@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -50,6 +51,8 @@ class GatewayLink:
                 raise PortInUse(port) from None
             raise CannotBind(f"tcp://{bind_host}:{port}: {exc}") from None
         self.gateways: dict[bytes, float] = {}
+        #: Told about records that could not be sent (the hub stops waiting for answers).
+        self.on_dropped: Callable[[list[Record]], None] | None = None
         self._records_out = metrics.p2p_records.child("out")
         self._records_in = metrics.p2p_records.child("in")
         self.flush = self._router.flush
@@ -63,11 +66,13 @@ class GatewayLink:
         self._router.send(gateway_id, kind, socket_id, arg, body)
 
     def _undeliverable(self, gateway_id: bytes, batch: bytes, reason: str) -> None:
-        records = sum(1 for _ in iter_records(batch))
+        records = list(iter_records(batch))
         metrics.p2p_dropped.labels(reason).inc()
-        log.warning("Dropped %d records to %s: %s", records,
+        log.warning("Dropped %d records to %s: %s", len(records),
                     gateway_id.decode(errors="replace"),
                     "send queue full" if reason == "high_water_mark" else "gateway not connected")
+        if self.on_dropped is not None:
+            self.on_dropped(records)
 
     def note_hello(self, gateway_id: bytes) -> bool:
         """Remember a Gateway's HELLO; True when it is new."""

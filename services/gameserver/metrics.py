@@ -51,7 +51,8 @@ sessions_expired = Counter(
 sessions_logged_out = Counter(f"{NS}_sessions_logged_out_total", "Sessions ended by LOGOUT")
 sessions_fenced = Counter(
     f"{NS}_sessions_fenced_total",
-    "Sessions dropped because another owner took them over (epoch mismatch)",
+    "Sessions dropped here because they are no longer ours: taken over by another owner "
+    "(moved) or no longer in Redis (gone)",
 )
 redis_duration = Histogram(
     f"{NS}_redis_operation_duration_seconds", "Redis operation latency, by operation",
@@ -81,3 +82,22 @@ p2p_dropped = Counter(
 node_info = Gauge(f"{NS}_node_info", "Constant 1, labelled with this node's identity",
                   ["node_id", "instance"])
 ready = Gauge(f"{NS}_ready", "1 when /readyz answers ready")
+
+mesh_calls = Counter(
+    f"{NS}_mesh_calls_total",
+    "Service-mesh calls made to other GameServers, by method and outcome "
+    "(ok|unreachable|timeout|<remote error code>)", ["method", "outcome"],
+)
+mesh_call_duration = Histogram(
+    f"{NS}_mesh_call_duration_seconds", "Service-mesh call latency, by method", ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+mesh_served = Counter(
+    f"{NS}_mesh_requests_served_total",
+    "Service-mesh calls this GameServer answered, by method and result (ok|error)",
+    ["method", "result"],
+)
+handovers = Counter(
+    f"{NS}_session_handovers_total",
+    "Sessions handed to another GameServer while draining, by outcome", ["outcome"],
+)

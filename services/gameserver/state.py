@@ -69,6 +69,13 @@ class Session:
     held: int = 0
     closed: bool = False
 
+    def durable_seq(self) -> int:
+        """The watermark Redis may record now: never past a state change that has not been
+        committed (else its retry would be refused as a duplicate and the change lost)."""
+        if self.uncommitted:
+            return min(self.last_seq, min(self.uncommitted) - 1)
+        return self.last_seq
+
 
 class SessionTable:
     """Indexes of the sessions this process owns right now."""

@@ -56,6 +56,19 @@ class ResumeResult:
     responses: list[tuple[int, bytes]]  # newest first
 
 
+@dataclass(frozen=True, slots=True)
+class Location:
+    session_id: int
+    node_id: int
+    attached: bool
+
+
+def _location(raw: Any) -> Location | None:
+    if not raw:
+        return None
+    return Location(int(raw[0]), int(raw[1]), raw[2] == b"1")
+
+
 class ResumeRejected(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -82,8 +95,7 @@ class SessionStore:
         self.node_id = node_id
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_script_text(name))
-            for name in ("login", "resume", "commit", "detach", "logout", "renew",
-                         "node_claim", "node_release")
+            for name in ("login", "resume", "commit", "detach", "logout", "renew", "locate")
         }
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -149,7 +161,7 @@ class SessionStore:
                      lease_ms: int) -> dict[int, str]:
         """Write all changes atomically; returns the sessions not written, each with
         ``'moved'`` (another owner) or ``'gone'`` (no longer exists)."""
-        args: list[Any] = [self.keys.prefix, cache_size, lease_ms]
+        args: list[Any] = [self.keys.prefix, cache_size, lease_ms, self.owner]
         for w in writes:
             args += [w.session_id, w.epoch, w.user_id, repr(w.player.x), repr(w.player.y),
                      w.player.moves, w.last_seq, len(w.responses)]
@@ -160,11 +172,13 @@ class SessionStore:
     async def detach(self, session_id: int, epoch: int, socket_hex: str, last_seq: int,
                      grace_ms: int, tomb_ms: int) -> bool:
         r = await self._run("detach", (), (
-            self.keys.prefix, session_id, epoch, socket_hex, last_seq, grace_ms, tomb_ms))
+            self.keys.prefix, session_id, epoch, socket_hex, last_seq, grace_ms, tomb_ms,
+            self.owner))
         return bool(r)
 
     async def logout(self, session_id: int, epoch: int) -> bool:
-        return bool(await self._run("logout", (), (self.keys.prefix, session_id, epoch)))
+        return bool(await self._run("logout", (), (self.keys.prefix, session_id, epoch,
+                                                    self.owner)))
 
     async def renew(self, session_ids: Sequence[int], lease_ms: int) -> dict[int, str]:
         """Extend the leases; returns the sessions no longer ours ('moved' or 'gone')."""
@@ -172,20 +186,12 @@ class SessionStore:
                                               *session_ids))
         return {int(lost[i]): _text(lost[i + 1]) for i in range(0, len(lost), 2)}
 
+    async def locate_user(self, user_id: int) -> Location | None:
+        """The user's current session and the node that owns it, if any."""
+        return _location(await self._run("locate", (), (self.keys.prefix, user_id, "")))
+
+    async def locate_session(self, session_id: int) -> Location | None:
+        return _location(await self._run("locate", (), (self.keys.prefix, "", session_id)))
+
     async def session_exists(self, session_id: int) -> bool:
         return bool(await self.client.exists(self.keys.session(session_id)))
-
-    async def claim_node(self, ttl_ms: int, fields: dict[str, str | int]) -> str | None:
-        """Register or refresh this node; returns the other holder's instance on conflict."""
-        flat: list[Any] = []
-        for name, value in fields.items():
-            flat += [name, value]
-        holder = await self._run(
-            "node_claim", (self.keys.node(self.node_id), self.keys.nodes),
-            (self.node_id, self.owner, ttl_ms, *flat),
-        )
-        return _text(holder) or None
-
-    async def release_node(self) -> None:
-        await self._run("node_release", (self.keys.node(self.node_id), self.keys.nodes),
-                        (self.node_id, self.owner))

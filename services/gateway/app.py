@@ -16,7 +16,6 @@ import zmq
 from gateway import metrics
 from gateway.config import GatewayConfig
 from gateway.connection import ClientConnection
-from gateway.discovery import read_registry
 from gateway.links import GameServerLinks
 from gateway.relay import Relay
 from protocol.internal import gateway_routing_id
@@ -24,6 +23,7 @@ from servicekit.config import describe
 from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
 from servicekit.redis_url import display_address
+from servicekit.registry import read_registry
 
 log = logging.getLogger("gateway")
 
@@ -61,7 +61,8 @@ class GatewayApp:
             return _bind_failed(exc, config.metrics_port, "GATEWAY_METRICS_PORT")
         liveness = max(3 * config.discovery_interval_s, 3.0)
         links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id),
-                                self.relay.on_records, self.relay.on_undeliverable, liveness)
+                                self.relay.on_records, self.relay.on_undeliverable, liveness,
+                                self.relay.node_down)
         self.relay.links = links
         metrics.gameservers_live.set_function(lambda: len(links.live()))
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
@@ -106,6 +107,7 @@ class GatewayApp:
         hello = orjson.dumps({"gateway_id": self.config.node_id})
         while True:
             links.say_hello(hello)
+            links.check_liveness()
             await asyncio.sleep(self.config.discovery_interval_s)
 
     async def _discovery_loop(self) -> None:
@@ -133,6 +135,7 @@ class GatewayApp:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            self.relay.expire_holds(now)
             for conn in list(self.relay.connections.values()):
                 if conn.active:
                     conn.active = False

@@ -16,6 +16,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "active",
         "closing",
+        "held",
+        "held_since",
         "idle_since",
         "node",
         "paused",
@@ -39,6 +41,9 @@ class ClientConnection(asyncio.Protocol):
         #: Set by every read; the idle sweep clears it (cheaper than a clock read per read).
         self.active = True
         self.idle_since = 0.0
+        #: Frames kept back during a session handover (HOLD .. PIN), else None.
+        self.held: list[bytes] | None = None
+        self.held_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -36,6 +37,8 @@ class Upstream:
     #: Listed in the Redis registry at the last successful read.
     listed: bool = True
     last_ack: float = 0.0
+    #: Answered HELLO since it was last declared down.
+    up: bool = False
 
 
 class GameServerLinks:
@@ -46,9 +49,12 @@ class GameServerLinks:
         on_records: RecordHandler,
         on_undeliverable: UndeliverableHandler,
         liveness_s: float,
+        on_node_down: Callable[[bytes], None],
     ) -> None:
         self.liveness_s = liveness_s
-        self._router = BatchRouter(context, routing_id, on_records, on_undeliverable)
+        self._on_node_down = on_node_down
+        self._router = BatchRouter(context, routing_id, on_records, on_undeliverable,
+                                   on_disconnected=self._disconnected)
         self.send = self._router.send
         self.flush = self._router.flush
         self.upstreams: dict[bytes, Upstream] = {}
@@ -94,6 +100,28 @@ class GameServerLinks:
     def _hang_up(self, upstream: Upstream) -> None:
         self._router.disconnect(upstream.endpoint)
         self.upstreams.pop(upstream.routing_id, None)
+        self._down(upstream)
+
+    def _down(self, upstream: Upstream) -> None:
+        """The node is dead to us: its sockets must move on (the relay decides how)."""
+        was_up = upstream.up
+        upstream.up = False
+        upstream.last_ack = 0.0
+        if was_up:
+            log.warning("GameServer down: node %d at %s", upstream.node_id, upstream.endpoint)
+            self._on_node_down(upstream.routing_id)
+
+    def _disconnected(self, endpoint: str) -> None:
+        for upstream in self.upstreams.values():
+            if upstream.endpoint == endpoint:
+                self._down(upstream)
+
+    def check_liveness(self) -> None:
+        """Declare down every node that stopped answering HELLO (hung, partitioned)."""
+        now = time.monotonic()
+        for upstream in list(self.upstreams.values()):
+            if upstream.up and not self._is_live(upstream, now):
+                self._down(upstream)
 
     def say_hello(self, body: bytes) -> None:
         for routing_id in self.upstreams:
@@ -103,8 +131,9 @@ class GameServerLinks:
         upstream = self.upstreams.get(routing_id)
         if upstream is None:
             return
-        if not self._is_live(upstream, time.monotonic()):
+        if not upstream.up:
             log.info("GameServer connected: node %d at %s", node_id, upstream.endpoint)
+        upstream.up = True
         upstream.last_ack = time.monotonic()
         try:
             status = orjson.loads(body)
@@ -126,9 +155,11 @@ class GameServerLinks:
         now = time.monotonic()
         return [u for u in self.upstreams.values() if self._is_live(u, now)]
 
-    def is_live(self, routing_id: bytes) -> bool:
+    def takes_new_sessions(self, routing_id: bytes) -> bool:
+        """Live and not draining: fit for a connection that has no session yet."""
         upstream = self.upstreams.get(routing_id)
-        return upstream is not None and self._is_live(upstream, time.monotonic())
+        return (upstream is not None and not upstream.draining
+                and self._is_live(upstream, time.monotonic()))
 
     def choose(self) -> Upstream | None:
         """Least sessions first (reported count plus what we sent since), skipping drainers."""

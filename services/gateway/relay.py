@@ -16,13 +16,23 @@ from gateway import metrics
 from gateway.connection import ClientConnection
 from gateway.links import GameServerLinks
 from protocol.frame import HEADER
-from protocol.internal import Kind, MalformedBatch, Record, format_socket_id, iter_records
+from protocol.internal import (
+    Kind,
+    MalformedBatch,
+    Record,
+    format_socket_id,
+    iter_records,
+    unpack_reroute,
+)
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
 
 log = logging.getLogger("gateway")
 
 NO_GAMESERVER_WARNING_INTERVAL_S = 5.0
+#: A session handover holds a socket's frames at most this long / this many.
+HOLD_TIMEOUT_S = 10.0
+MAX_HELD_FRAMES = 10_000
 
 
 def kickout_frame(reason: KickReason) -> bytes:
@@ -75,10 +85,13 @@ class Relay:
         if self.debug:
             for frame in frames:
                 log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
+        if conn.held is not None:
+            self._hold(conn, frames)
+            return
         links = self.links
         assert links is not None
         node = conn.node
-        if node is None or (not conn.session_id and not links.is_live(node)):
+        if node is None or (not conn.session_id and not links.takes_new_sessions(node)):
             upstream = links.choose()
             if upstream is None:
                 self._warn_no_gameserver()
@@ -172,10 +185,34 @@ class Relay:
                 if conn is None:
                     metrics.unroutable_records.labels("pin").inc()
                     continue
+                node = body or routing_id
+                moved = conn.node is not None and conn.node != node
                 conn.session_id = arg
-                conn.node = body or routing_id
+                conn.node = node
                 if arg:
-                    log.info("Session pinned: SocketId=%s, SessionId=%d", _sid(conn), arg)
+                    log.info("Session pinned: SocketId=%s, SessionId=%d%s", _sid(conn), arg,
+                             f", Node={node.decode(errors='replace')}" if moved else "")
+                if conn.held is not None:
+                    self._release_held(conn)
+            elif kind == Kind.HOLD:
+                conn = connections.get(socket_id)
+                if conn is not None and conn.held is None and not conn.closing:
+                    conn.held = []
+                    conn.held_since = time.monotonic()
+                # Acknowledged even for a vanished socket: the GameServer counts the answers.
+                if self.links is not None:
+                    self.links.send(routing_id, Kind.HOLD_ACK, socket_id, arg, b"")
+            elif kind == Kind.REROUTE:
+                conn = connections.get(socket_id)
+                if conn is None or self.links is None:
+                    continue
+                try:
+                    target, frame = unpack_reroute(body)
+                except MalformedBatch:
+                    log.error("Malformed REROUTE from %s", routing_id.decode(errors="replace"))
+                    continue
+                conn.node = target
+                self.links.send(target, Kind.FRAME, socket_id, conn.session_id, frame)
             elif kind == Kind.CLOSE:
                 conn = connections.get(socket_id)
                 if conn is None:
@@ -207,6 +244,48 @@ class Relay:
                 self._answer_unavailable(conn, record.body, reason)
                 if not conn.session_id:
                     conn.node = None  # let the next frame pick another GameServer
+
+    # ------------------------------------------------------------- handover and failover
+    def _hold(self, conn: ClientConnection, frames: list[bytes]) -> None:
+        assert conn.held is not None
+        conn.held.extend(frames)
+        if len(conn.held) > MAX_HELD_FRAMES:
+            log.warning("Too many frames held during a handover, closing: Socket=%s",
+                        _sid(conn))
+            self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_overflow")
+
+    def _release_held(self, conn: ClientConnection) -> None:
+        held, conn.held = conn.held, None
+        if held and conn.node is not None and self.links is not None:
+            for frame in held:
+                self.links.send(conn.node, Kind.FRAME, conn.socket_id, conn.session_id, frame)
+
+    def expire_holds(self, now: float) -> None:
+        """A handover that never completed: the client reconnects and resumes instead."""
+        for conn in list(self.connections.values()):
+            if conn.held is not None and now - conn.held_since > HOLD_TIMEOUT_S:
+                log.warning("Handover did not complete, closing: Socket=%s", _sid(conn))
+                self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_timeout")
+
+    def node_down(self, routing_id: bytes) -> None:
+        """A GameServer died: its sessions resume elsewhere. Pinned clients get
+        SERVER_SHUTDOWN (the client library reconnects through any Gateway and resumes
+        with its key, re-sending unanswered requests); unpinned ones just pick another
+        GameServer with their next frame."""
+        kicked = 0
+        for conn in list(self.connections.values()):
+            if conn.node != routing_id or conn.closing:
+                continue
+            if conn.session_id or conn.held is not None:
+                conn.node = None  # nobody to tell: CLOSED would go to the dead node
+                metrics.disconnects.labels("gameserver_down").inc()
+                conn.close(kickout_frame(KickReason.SERVER_SHUTDOWN))
+                kicked += 1
+            else:
+                conn.node = None
+        if kicked:
+            log.warning("GameServer %s is down: %d clients told to resume elsewhere",
+                        routing_id.decode(errors="replace"), kicked)
 
     # ------------------------------------------------------------- shutdown
     def announce_shutdown(self) -> None:

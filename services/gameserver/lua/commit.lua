@@ -1,18 +1,21 @@
 -- Group commit of one event-loop tick's state changes, fenced per session by its epoch.
--- ARGV: prefix, cache_size, lease_ms, then per session:
+-- Fencing is by (epoch, owner): the epoch alone could match an unrelated session after
+-- Redis lost its data and session ids started again.
+-- ARGV: prefix, cache_size, lease_ms, owner, then per session:
 --   sid, epoch, user_id, x, y, moves, last_seq, n, resp_1 .. resp_n
 -- Writes player state, the sequence watermark and the cached responses atomically.
 -- Returns {sid, reason} pairs for sessions whose changes were NOT written: reason 'moved'
 -- (another owner has a newer epoch) or 'gone' (the session no longer exists).
-local p, cache, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local p, cache, owner = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local fenced = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local sid, epoch, uid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local n = tonumber(ARGV[i + 7])
   local sk = p .. 'sess:' .. sid
-  local current = redis.call('HGET', sk, 'epoch')
-  if current == epoch then
+  local cur = redis.call('HMGET', sk, 'epoch', 'owner')
+  local current = cur[1]
+  if current == epoch and cur[2] == owner then
     redis.call('HSET', p .. 'player:' .. uid, 'x', ARGV[i + 3], 'y', ARGV[i + 4],
       'moves', ARGV[i + 5])
     local old = tonumber(redis.call('HGET', sk, 'last_seq') or '0')

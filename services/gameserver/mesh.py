@@ -1,0 +1,214 @@
+"""Service mesh: request/response between GameServers over ZeroMQ (GAMESERVER_MESH_PORT).
+
+Each GameServer binds a ROUTER (``gs-<id>``) that serves calls, and has one ROUTER that
+dials every peer's mesh port to make calls. A call is ``[request_id, method, JSON body]``;
+the answer ``[request_id, b"ok" | b"error", JSON body]``. Every call has a deadline and
+fails with a typed :class:`MeshError` (``UNREACHABLE``, ``TIMEOUT``, or the remote's own
+code), never an opaque exception: callers decide what the client sees. The admin CLI talks
+to the same server port with a DEALER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import zmq
+
+from gameserver import metrics
+from servicekit.registry import Registry
+from servicekit.zmqloop import ZmqReader
+
+log = logging.getLogger("gameserver.mesh")
+
+MeshHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+DEFAULT_DEADLINE_S = 1.0
+#: How often a call to a peer whose connection is still being set up is retried.
+UNREACHABLE_RETRY_S = 0.02
+
+
+class MeshError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def mesh_routing_id(node_id: int) -> bytes:
+    return f"gs-{node_id}".encode()
+
+
+class MeshServer:
+    """Serves this node's mesh methods to peers and admin tools."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int, bind_host: str,
+                 port: int) -> None:
+        self.handlers: dict[str, MeshHandler] = {}
+        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTING_ID, mesh_routing_id(node_id))
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(f"tcp://{bind_host}:{port}")
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise OSError(exc.errno or errno.EINVAL, str(exc)) from None
+        self._socket = sock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader = ZmqReader(sock, self._on_messages)
+
+    def register(self, method: str, handler: MeshHandler) -> None:
+        self.handlers[method] = handler
+
+    def _on_messages(self, messages: list[list[bytes]]) -> None:
+        for message in messages:
+            if len(message) != 4:
+                log.warning("Ignoring a mesh request with %d frames", len(message))
+                continue
+            task = asyncio.get_running_loop().create_task(self._serve(*message))
+            if not task.done():
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, peer: bytes, request_id: bytes, method: bytes, body: bytes) -> None:
+        name = method.decode(errors="replace")
+        handler = self.handlers.get(name)
+        status, reply = b"ok", b"{}"
+        if handler is None:
+            status, reply = b"error", orjson.dumps(
+                {"code": "NO_SUCH_METHOD", "message": f"unknown mesh method {name!r}"})
+        else:
+            try:
+                reply = orjson.dumps(await handler(orjson.loads(body)))
+            except MeshError as exc:
+                status, reply = b"error", orjson.dumps({"code": exc.code,
+                                                        "message": exc.message})
+            except Exception as exc:
+                log.exception("Mesh method %s failed", name)
+                status, reply = b"error", orjson.dumps({"code": "REMOTE_ERROR",
+                                                        "message": str(exc)})
+        metrics.mesh_served.labels(name, "ok" if status == b"ok" else "error").inc()
+        try:
+            self._socket.send_multipart((peer, request_id, status, reply), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("Could not answer mesh call %s from %s: %s", name,
+                        peer.decode(errors="replace"), exc)
+        self._reader.poke()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._socket.close(0)
+
+
+class MeshClient:
+    """Calls peers' mesh methods; knows the peers from the node registry."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int,
+                 instance: str) -> None:
+        self.node_id = node_id
+        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTING_ID, f"gs-{node_id}-{instance}-client".encode())
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        self._socket = sock
+        self.peers: dict[int, str] = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[bytes, asyncio.Future[tuple[bytes, bytes]]] = {}
+        self._reader = ZmqReader(sock, self._on_messages)
+
+    def update(self, registry: Registry) -> None:
+        """Dial new peers' mesh ports, hang up on vanished ones."""
+        seen: set[int] = set()
+        for node_id, (host, _, fields) in registry.items():
+            if node_id == self.node_id or "mesh_port" not in fields:
+                continue
+            endpoint = f"tcp://{host}:{fields['mesh_port']}"
+            seen.add(node_id)
+            if self.peers.get(node_id) == endpoint:
+                continue
+            if node_id in self.peers:
+                self._hang_up(node_id)
+            self._socket.setsockopt(zmq.CONNECT_ROUTING_ID, mesh_routing_id(node_id))
+            self._socket.connect(endpoint)
+            self.peers[node_id] = endpoint
+        for node_id in list(self.peers):
+            if node_id not in seen:
+                self._hang_up(node_id)
+
+    def _hang_up(self, node_id: int) -> None:
+        endpoint = self.peers.pop(node_id)
+        with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
+            self._socket.disconnect(endpoint)
+
+    async def call(self, node_id: int, method: str, body: dict[str, Any],
+                   deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._call(node_id, method, body, deadline_s)
+        except MeshError as exc:
+            outcome = exc.code.lower()
+            raise
+        finally:
+            metrics.mesh_calls.labels(method, outcome).inc()
+            metrics.mesh_call_duration.labels(method).observe(time.perf_counter() - start)
+
+    async def _call(self, node_id: int, method: str, body: dict[str, Any],
+                    deadline_s: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        request_id = next(self._ids).to_bytes(8, "big")
+        future: asyncio.Future[tuple[bytes, bytes]] = loop.create_future()
+        self._pending[request_id] = future
+        message = (mesh_routing_id(node_id), request_id, method.encode(), orjson.dumps(body))
+        try:
+            while True:
+                if node_id not in self.peers:
+                    raise MeshError("UNREACHABLE", f"node {node_id} is not a known peer")
+                try:
+                    self._socket.send_multipart(message, zmq.NOBLOCK)
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                        raise
+                # Just dialled, handshake not done yet: retry until the deadline.
+                if loop.time() + UNREACHABLE_RETRY_S >= deadline:
+                    raise MeshError("UNREACHABLE", f"node {node_id} is not connected")
+                await asyncio.sleep(UNREACHABLE_RETRY_S)
+            self._reader.poke()
+            try:
+                status, reply = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise MeshError("TIMEOUT", f"node {node_id} did not answer {method} within "
+                                           f"{deadline_s:.2f}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        payload: dict[str, Any] = orjson.loads(reply)
+        if status != b"ok":
+            raise MeshError(str(payload.get("code", "REMOTE_ERROR")),
+                            str(payload.get("message", "")))
+        return payload
+
+    def _on_messages(self, messages: list[list[bytes]]) -> None:
+        for message in messages:
+            if len(message) != 4:
+                continue
+            _, request_id, status, body = message
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_result((status, body))
+
+    def close(self) -> None:
+        self._reader.close()
+        self._socket.close(0)
