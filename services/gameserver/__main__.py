@@ -1,4 +1,5 @@
-"""``python -m gameserver``: run one GameServer node (``--help`` lists every setting)."""
+"""``python -m gameserver``: run one GameServer node (``--help`` lists every setting);
+``python -m gameserver admin ...``: operator commands (see ``admin --help``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from servicekit.logs import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["admin"]:
+        from gameserver.admin import main as admin_main
+
+        return admin_main(args[1:])
     config = load_or_exit(
-        GameServerConfig, argv, prog="gameserver",
+        GameServerConfig, args, prog="gameserver",
         description="GameServer: owns player sessions behind the Gateways (smart hub).",
     )
     setup_logging("gameserver", config.log_level, config.log_format)

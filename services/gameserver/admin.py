@@ -1,0 +1,97 @@
+"""``python -m gameserver admin kick --user-id N``: kick a user wherever they are.
+
+Finds the user's session and its owner in Redis, then asks that GameServer over its mesh
+port (the same ``kick_user`` call GameServers make to each other). The owner kicks the
+socket with ``KICKOUT_NTF ADMIN_KICK`` through whatever Gateway it is on and ends the
+session. Exit codes: 0 kicked, 1 not online (or already gone), 2 could not ask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import cast
+
+import orjson
+import redis
+import zmq
+
+from servicekit.config import DEFAULT_REDIS, ConfigError
+from servicekit.redis_url import display_address, to_redis_url
+from servicekit.registry import KEY_PREFIX, node_key
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gameserver admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    kick = commands.add_parser("kick", help="kick a user (KICKOUT_NTF ADMIN_KICK)")
+    kick.add_argument("--user-id", type=int, required=True)
+    kick.add_argument("--redis-connection",
+                      default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
+                      help="Redis of the cluster [env REDIS_CONNECTION]")
+    kick.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (3)")
+    args = parser.parse_args(argv)
+    try:
+        url = to_redis_url(args.redis_connection)
+    except ConfigError as exc:
+        print(f"gameserver admin: {exc}", file=sys.stderr)
+        return 2
+    return kick_user(url, args.user_id, args.timeout)
+
+
+def kick_user(redis_url: str, user_id: int, timeout_s: float) -> int:
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
+                                  socket_connect_timeout=timeout_s, decode_responses=True)
+    try:
+        session_id = cast(str | None, client.get(f"{KEY_PREFIX}user:{user_id}:session"))
+        if session_id is None:
+            print(f"user {user_id} is not online")
+            return 1
+        node_id = cast(str | None, client.hget(f"{KEY_PREFIX}sess:{session_id}", "node_id"))
+        node = cast(dict[str, str], client.hgetall(node_key(int(node_id)))) if node_id else {}
+    except redis.RedisError as exc:
+        print(f"gameserver admin: Redis at {display_address(redis_url)}: {exc}",
+              file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    if not node:
+        print(f"user {user_id}'s GameServer (node {node_id}) is not registered; "
+              "the session ends with its lease")
+        return 1
+    endpoint = f"tcp://{node['host']}:{node['mesh_port']}"
+    reply = _call(endpoint, "kick_user", {"user_id": user_id, "reason": "ADMIN_KICK"},
+                  timeout_s)
+    if reply is None:
+        print(f"gameserver admin: node {node_id} at {endpoint} did not answer "
+              f"within {timeout_s}s", file=sys.stderr)
+        return 2
+    if reply.get("kicked"):
+        print(f"kicked user {user_id} (session {session_id} on node {node_id})")
+        return 0
+    print(f"user {user_id} was not online on node {node_id}")
+    return 1
+
+
+def _call(endpoint: str, method: str, body: dict[str, object],
+          timeout_s: float) -> dict[str, object] | None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([b"\x00" * 7 + b"\x01", method.encode(), orjson.dumps(body)])
+        if not sock.poll(int(timeout_s * 1000)):
+            return None
+        _, status, payload = sock.recv_multipart()
+        reply: dict[str, object] = orjson.loads(payload)
+        if status != b"ok":
+            print(f"gameserver admin: {reply.get('code')}: {reply.get('message')}",
+                  file=sys.stderr)
+            return None
+        return reply
+    finally:
+        sock.close(0)
