@@ -1,0 +1,401 @@
+"""Many Gateways x many GameServers on one Redis: real processes on loopback.
+
+Each test that breaks something gets a cluster of its own (2 Gateways, 3 GameServers);
+the rest share one per module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from protocol import ErrorCode, KickReason, MsgType
+from test_client.client import GameClient
+from tests.support.cluster import Cluster
+from tests.support.raw import RawClient
+from tests.support.users import new_user_id
+from tests.support.waiting import wait_until, wait_until_async
+
+# Clusters here use the fast test timings of tests/support/cluster.py (heartbeat 0.25 s,
+# registry expiry NODE_TTL_S = 2 s, discovery 0.2 s) and a short mesh deadline.
+CLUSTER_ENV = {"MESH_DEADLINE_S": "0.5"}
+REGISTRY_EXPIRY_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from tests.support.redis_servers import start_private_redis
+
+    redis_server = start_private_redis(tmp_path_factory.mktemp("cluster-redis"))
+    shared = Cluster(redis_server, tmp_path_factory.mktemp("cluster"), env=CLUSTER_ENV)
+    try:
+        shared.start(gameservers=3, gateways=2)
+        yield shared
+    finally:
+        shared.stop()
+        redis_server.close()
+
+
+def live_gameservers_seen(cluster: Cluster, count: int) -> bool:
+    return all(f"gateway_gameservers_live {count}.0" in gw.process.metrics_text()
+               for gw in cluster.gateways)
+
+
+async def login(cluster: Cluster, gateway: int, user_id: int, **extra: Any) -> tuple[
+        RawClient, dict[str, Any]]:
+    client = await RawClient.connect(cluster.gateways[gateway].address)
+    return client, (await client.login(user_id, **extra)).payload
+
+
+def session_keys(redis_url: str, session_id: int) -> list[bytes]:
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        return sorted(client.keys(f"gb:sess:{session_id}*"))
+    finally:
+        client.close()
+
+
+async def test_cross_node_duplicate_login(cluster: Cluster) -> None:
+    wait_until(lambda: live_gameservers_seen(cluster, 3), timeout=15)
+    for _ in range(20):
+        user = new_user_id()
+        old, old_login = await login(cluster, 0, user)
+        await old.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+        # A state change still on its way to Redis when the new login arrives:
+        await old.send_msg(MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+        new, new_login = await login(cluster, 1, user)
+        kicks = [f.payload for f in await old.wait_closed()
+                 if f.msg_type == MsgType.KICKOUT_NTF]
+        assert kicks == [{"reason": KickReason.DUPLICATE_LOGIN}]
+        assert new_login["state"]["moves"] in (1, 2)
+        other = await RawClient.connect(cluster.gateways[0].address)
+        stale = await other.request(MsgType.RECONNECT_REQ, 0, {
+            "session_id": old_login["session_id"],
+            "reconnect_key": old_login["reconnect_key"]})
+        assert stale.payload["ok"] is False and stale.payload["error"] == "INVALID_SESSION"
+        moved = await new.request(MsgType.MOVE_REQ, 2, {"x": 5, "y": 5})
+        assert moved.payload["moves"] == new_login["state"]["moves"] + 1
+        assert session_keys(cluster.redis.url, old_login["session_id"]) == []
+        await new.close()
+        await other.close()
+        if new_login["node_id"] != old_login["node_id"]:
+            return  # the cross-node case happened and held
+    pytest.fail("20 duplicate logins through two Gateways never landed on two GameServers")
+
+
+async def test_same_user_same_instant_through_two_gateways(cluster: Cluster) -> None:
+    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    for _ in range(50):
+        user = new_user_id()
+        clients = [await RawClient.connect(gw.address) for gw in cluster.gateways]
+        answers = await asyncio.gather(
+            *(c.request(MsgType.LOGIN_REQ, 1, {"user_id": user}) for c in clients))
+        # Both logins succeed, one after the other (the login script is atomic); the first
+        # one's socket is kicked, possibly before its own LOGIN_RES got out (the kick and
+        # the answer come from different GameServers).
+        if answers[0].msg_type == MsgType.KICKOUT_NTF:
+            winner = 1
+        elif answers[1].msg_type == MsgType.KICKOUT_NTF:
+            winner = 0
+        else:
+            winner = max(range(2), key=lambda i: answers[i].payload["session_id"])
+        loser = 1 - winner
+        assert answers[winner].payload.get("ok") is True, answers
+        frames = [answers[loser], *await clients[loser].wait_closed()]
+        kicks = [f.payload for f in frames if f.msg_type == MsgType.KICKOUT_NTF]
+        assert kicks == [{"reason": KickReason.DUPLICATE_LOGIN}], frames
+        losing_sessions = [f.payload["session_id"] for f in frames
+                           if f.msg_type == MsgType.LOGIN_RES]
+        echo = await clients[winner].request(MsgType.ECHO_REQ, 2, {"u": user})
+        assert echo.payload == {"u": user}
+        live = int(redis_client.get(f"gb:user:{user}:session") or 0)
+        assert live == answers[winner].payload["session_id"]
+        for session_id in losing_sessions:
+            assert session_keys(cluster.redis.url, session_id) == []
+        assert session_keys(cluster.redis.url, live) != []
+        owned = [key for key in redis_client.scan_iter("gb:sess:*")
+                 if key.count(b":") == 2
+                 and redis_client.hget(key, "user_id") == str(user).encode()]
+        assert owned == [f"gb:sess:{live}".encode()], "exactly one session per user"
+        await clients[winner].close()
+    redis_client.close()
+
+
+async def test_quick_reconnect_racing_the_old_close(cluster: Cluster) -> None:
+    user = new_user_id()
+    old, login_payload = await login(cluster, 0, user)
+    await old.request(MsgType.MOVE_REQ, 2, {"x": 3, "y": 3})
+    old.writer.transport.abort()  # dropped; its CLOSED is on its way to the old owner
+    new = await RawClient.connect(cluster.gateways[1].address)
+    res = await new.request(MsgType.RECONNECT_REQ, 0, {
+        "session_id": login_payload["session_id"],
+        "reconnect_key": login_payload["reconnect_key"]})
+    assert res.payload["ok"] is True
+    # Whatever order the old socket's teardown and the resume happened in, the resumed
+    # session is intact and attached.
+    for seq in range(3, 23):
+        moved = await new.request(MsgType.MOVE_REQ, seq, {"x": seq, "y": 0})
+        assert moved.payload["moves"] == seq - 1
+    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    fields = redis_client.hgetall(f"gb:sess:{login_payload['session_id']}")
+    redis_client.close()
+    assert fields[b"attached"] == b"1"
+    await new.close()
+
+
+async def test_whisper_across_nodes_and_gateways(cluster: Cluster) -> None:
+    alice_id = new_user_id()
+    alice, alice_login = await login(cluster, 0, alice_id)
+    for _ in range(20):
+        bob_id = new_user_id()
+        bob, bob_login = await login(cluster, 1, bob_id)
+        if bob_login["node_id"] != alice_login["node_id"]:
+            break
+        await bob.close()
+    else:
+        pytest.fail("never got two users on two GameServers")
+    res = await alice.request(MsgType.WHISPER_REQ, 2, {"to_user_id": bob_id, "text": "hi"})
+    assert res.payload == {"delivered": True}
+    note = await bob.expect(MsgType.WHISPER_NTF, 0)
+    assert note.payload == {"from_user_id": alice_id, "text": "hi"}
+    await bob.request(MsgType.LOGOUT_REQ, 2)
+    await bob.wait_closed()
+    offline = await alice.request(MsgType.WHISPER_REQ, 3, {"to_user_id": bob_id, "text": "?"})
+    assert offline.payload == {"delivered": False}
+    await alice.close()
+
+
+async def admin_kick(cluster: Cluster, user: int) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gameserver", "admin", "kick", "--user-id", str(user),
+        "--redis-connection", cluster.redis.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_admin_kick_wherever_the_user_is(cluster: Cluster) -> None:
+    user = new_user_id()
+    client, login_payload = await login(cluster, 1, user)
+    code, output = await admin_kick(cluster, user)
+    assert code == 0, output
+    assert f"kicked user {user}" in output
+    frames = await client.wait_closed()
+    assert [f.payload for f in frames] == [{"reason": KickReason.ADMIN_KICK}]
+    other = await RawClient.connect(cluster.gateways[0].address)
+    res = await other.request(MsgType.RECONNECT_REQ, 0, {
+        "session_id": login_payload["session_id"],
+        "reconnect_key": login_payload["reconnect_key"]})
+    assert res.payload["ok"] is False  # the session was ended
+    await other.close()
+    code, output = await admin_kick(cluster, user)
+    assert code == 1 and "not online" in output
+
+
+async def test_fourth_gameserver_gets_new_sessions_without_restarts(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
+    pids = [p.pid for p in cluster.processes()]
+    clients = []
+    for i in range(6):
+        clients.append((await login(cluster, i % 2, new_user_id()))[0])
+    fourth = cluster.add_gameserver()
+    wait_until(lambda: live_gameservers_seen(cluster, 4), timeout=15,
+               message="the Gateways did not see the 4th GameServer")
+    landed = []
+    for i in range(4):
+        client, payload = await login(cluster, i % 2, new_user_id())
+        landed.append(payload["node_id"])
+        clients.append(client)
+    assert fourth.node_id in landed
+    assert [p.pid for p in cluster.processes()][:len(pids)] == pids  # nobody restarted
+    for client in clients:
+        await client.close()
+
+
+async def test_auto_node_ids_for_identical_replicas(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(gameservers=0, gateways=0, start=False)
+    nodes = [cluster.add_gameserver(node_id=None, flags=("--node-id", "auto"),
+                                    wait_ready=False) for _ in range(3)]
+    for node in nodes:
+        node.wait_ready()
+    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    ids = sorted(int(m) for m in redis_client.smembers("gb:nodes"))
+    redis_client.close()
+    assert ids == [1, 2, 3]
+    gateway = cluster.add_gateway()
+    client = await RawClient.connect(gateway.address)
+    payload = (await client.login(new_user_id())).payload
+    assert payload["node_id"] in (1, 2, 3)
+    await client.close()
+
+
+class Player:
+    """A client library user looping MOVEs, recording what was acknowledged."""
+
+    def __init__(self, cluster: Cluster, first_gateway: int) -> None:
+        addresses = [gw.address for gw in cluster.gateways]
+        primary = addresses[first_gateway]
+        self.client = GameClient(*primary, gateways=[a for a in addresses if a != primary],
+                                 request_timeout=10, reconnect_timeout=30)
+        self.acked = 0
+        self.last_moves = 0
+        self.errors: list[BaseException] = []
+        self.answer_times: list[float] = []
+        self.node_id = 0
+
+    async def start(self) -> None:
+        await self.client.connect()
+        login_payload = await self.client.login(new_user_id())
+        self.node_id = login_payload["node_id"]
+
+    async def play(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = await self.client.move(self.acked, 1)
+            except Exception as exc:
+                self.errors.append(exc)
+                return
+            self.acked += 1
+            self.last_moves = result["moves"]
+            self.answer_times.append(time.monotonic())
+            assert self.last_moves == self.acked, "a MOVE was lost or applied twice"
+
+
+async def start_players(cluster: Cluster, count: int) -> list[Player]:
+    players = [Player(cluster, i % len(cluster.gateways)) for i in range(count)]
+    await asyncio.gather(*(p.start() for p in players))
+    return players
+
+
+async def test_kill_9_failover_under_load_is_exactly_once(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
+    players = await start_players(cluster, 30)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(p.play(stop)) for p in players]
+    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
+    victim = next(n for n in cluster.gameservers
+                  if any(p.node_id == n.node_id for p in players))
+    affected = [p for p in players if p.node_id == victim.node_id]
+    killed_at = time.monotonic()
+    victim.kill()
+    await wait_until_async(
+        lambda: all(p.answer_times and p.answer_times[-1] > killed_at for p in affected),
+        timeout=2 * REGISTRY_EXPIRY_S + 5,
+        message="clients of the killed GameServer were not served again in time")
+    gap = max(min(t for t in p.answer_times if t > killed_at) for p in affected) - killed_at
+    assert gap < 2 * REGISTRY_EXPIRY_S, f"failover took {gap:.2f}s"
+    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert [p.errors for p in players if p.errors] == []
+    for player in players:
+        assert player.last_moves == player.acked
+        state = await player.client.move(0, 0)
+        assert state["moves"] == player.acked + 1  # nothing lost, nothing twice
+        await player.client.close()
+
+
+async def test_sigterm_drain_under_load_has_no_client_visible_errors(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
+    players = await start_players(cluster, 30)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(p.play(stop)) for p in players]
+    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
+    victim = next(n for n in cluster.gameservers
+                  if any(p.node_id == n.node_id for p in players))
+    affected = [p for p in players if p.node_id == victim.node_id]
+    before = {id(p): p.acked for p in players}
+    assert victim.terminate(timeout=30) == 0
+    await wait_until_async(lambda: all(p.acked >= before[id(p)] + 3 for p in players),
+                           timeout=15)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert [p.errors for p in players if p.errors] == []
+    for player in players:
+        assert player.client.reconnect_count == 0, "a client noticed the drain"
+        assert player.client.kicked_reason is None
+        assert player.last_moves == player.acked
+        await player.client.close()
+    assert affected, "nobody was on the drained GameServer"
+    assert "Handing" in victim.process.log_text()
+
+
+async def test_paused_gameserver_cannot_touch_sessions_that_moved(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
+    players = await start_players(cluster, 12)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(p.play(stop)) for p in players]
+    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
+    victim = next(n for n in cluster.gameservers
+                  if any(p.node_id == n.node_id for p in players))
+    affected = [p for p in players if p.node_id == victim.node_id]
+    victim.process.send_signal(signal.SIGSTOP)
+    try:
+        paused_at = time.monotonic()
+        # Past the registry expiry: the Gateways declare it dead, its clients move on.
+        await wait_until_async(
+            lambda: all(p.answer_times and p.answer_times[-1] > paused_at + REGISTRY_EXPIRY_S
+                        for p in affected), timeout=20)
+    finally:
+        victim.process.send_signal(signal.SIGCONT)
+    # It wakes up with stale sessions (and maybe half-handled frames): give it time to act.
+    moved_ids = {p.client.session_id for p in affected}
+    await wait_until_async(lambda: all(p.acked >= 5 for p in players), timeout=10)
+    marks = {id(p): p.acked for p in players}
+    await wait_until_async(lambda: all(p.acked >= marks[id(p)] + 5 for p in players),
+                           timeout=15)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert [p.errors for p in players if p.errors] == []
+    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    for player in players:
+        assert player.last_moves == player.acked
+        fields = redis_client.hgetall(f"gb:sess:{player.client.session_id}")
+        assert fields, "a moved session was deleted"
+        if player.client.session_id in moved_ids:
+            assert int(fields[b"node_id"]) != victim.node_id
+        final = await player.client.move(0, 0)
+        assert final["moves"] == player.acked + 1
+        await player.client.close()
+    redis_client.close()
+
+
+async def test_whisper_to_an_unreachable_owner_is_a_typed_error(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster: Cluster = system_factory(gameservers=2, gateways=1, env=CLUSTER_ENV)
+    alice_id = new_user_id()
+    alice, alice_login = await login(cluster, 0, alice_id)
+    for _ in range(20):
+        bob_id = new_user_id()
+        bob, bob_login = await login(cluster, 0, bob_id)
+        if bob_login["node_id"] != alice_login["node_id"]:
+            break
+        await bob.close()
+    else:
+        pytest.fail("never got two users on two GameServers")
+    bobs_node = next(n for n in cluster.gameservers if n.node_id == bob_login["node_id"])
+    bobs_node.process.send_signal(signal.SIGSTOP)
+    try:
+        res = await alice.request(MsgType.WHISPER_REQ, 2, {"to_user_id": bob_id, "text": "?"})
+    finally:
+        bobs_node.process.send_signal(signal.SIGCONT)
+    assert res.msg_type == MsgType.ERROR_RES
+    assert res.payload["code"] == ErrorCode.SERVER_UNAVAILABLE
+    assert "did not answer" in res.payload["message"]
+    await alice.close()
+    await bob.close()
