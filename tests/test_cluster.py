@@ -399,3 +399,58 @@ async def test_whisper_to_an_unreachable_owner_is_a_typed_error(
     assert "did not answer" in res.payload["message"]
     await alice.close()
     await bob.close()
+
+
+async def test_login_goes_ahead_when_the_old_owner_does_not_answer(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Forced takeover: a failed kick never blocks a login."""
+    cluster: Cluster = system_factory(gameservers=2, gateways=2, env=CLUSTER_ENV)
+    for _ in range(20):
+        user = new_user_id()
+        old, old_login = await login(cluster, 0, user)
+        owner = next(n for n in cluster.gameservers if n.node_id == old_login["node_id"])
+        owner.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            # Through the same Gateway, which just sent a session to the paused node and so
+            # balances this one to the other (a paused node is only declared dead later).
+            new, new_login = await login(cluster, 0, user)
+            elapsed = time.monotonic() - started
+            if new_login["node_id"] == owner.node_id:
+                raise AssertionError("a paused GameServer answered a login")
+            kicks = [f.payload for f in await old.wait_closed()]
+        finally:
+            owner.process.send_signal(signal.SIGCONT)
+        assert kicks == [{"reason": KickReason.DUPLICATE_LOGIN}]
+        assert elapsed < 3.0, f"the login waited {elapsed:.2f}s for the unreachable owner"
+        moved = await new.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+        assert moved.payload["moves"] == new_login["state"]["moves"] + 1
+        await new.close()
+        return
+    pytest.fail("unreachable")
+
+
+async def test_admin_kick_over_http_needs_the_token(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory(gameservers=2, gateways=1,
+                                      env={**CLUSTER_ENV, "ADMIN_TOKEN": "t0ken"})
+    user = new_user_id()
+    client, login_payload = await login(cluster, 0, user)
+    other = next(n for n in cluster.gameservers if n.node_id != login_payload["node_id"])
+
+    async def post(token: str | None) -> tuple[int, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", other.metrics_port)
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        writer.write(f"POST /admin/kick?user_id={user} HTTP/1.0\r\n{auth}\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        head, _, body = data.decode().partition("\r\n\r\n")
+        return int(head.split()[1]), body
+
+    assert (await post(None))[0] == 401
+    assert (await post("wrong"))[0] == 401
+    status, body = await post("t0ken")  # asked on a node that does not own the user
+    assert (status, body.strip()) == (200, '{"kicked": true}')
+    frames = await client.wait_closed()
+    assert [f.payload for f in frames] == [{"reason": KickReason.ADMIN_KICK}]
+    assert (await post("t0ken"))[0] == 404

@@ -268,21 +268,18 @@ class Relay:
                 self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_timeout")
 
     def node_down(self, routing_id: bytes) -> None:
-        """A GameServer died: its sessions resume elsewhere. Pinned clients get
-        SERVER_SHUTDOWN (the client library reconnects through any Gateway and resumes
-        with its key, re-sending unanswered requests); unpinned ones just pick another
-        GameServer with their next frame."""
+        """A GameServer died: every client that talked to it gets SERVER_SHUTDOWN, so
+        nobody waits in silence for an answer that died with it. The client library
+        reconnects through any Gateway and resumes with its key (re-sending unanswered
+        requests with their sequence ids), or logs in again if it had no session yet."""
         kicked = 0
         for conn in list(self.connections.values()):
             if conn.node != routing_id or conn.closing:
                 continue
-            if conn.session_id or conn.held is not None:
-                conn.node = None  # nobody to tell: CLOSED would go to the dead node
-                metrics.disconnects.labels("gameserver_down").inc()
-                conn.close(kickout_frame(KickReason.SERVER_SHUTDOWN))
-                kicked += 1
-            else:
-                conn.node = None
+            conn.node = None  # nobody to tell: CLOSED would go to the dead node
+            metrics.disconnects.labels("gameserver_down").inc()
+            conn.close(kickout_frame(KickReason.SERVER_SHUTDOWN))
+            kicked += 1
         if kicked:
             log.warning("GameServer %s is down: %d clients told to resume elsewhere",
                         routing_id.decode(errors="replace"), kicked)
