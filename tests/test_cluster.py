@@ -454,3 +454,20 @@ async def test_admin_kick_over_http_needs_the_token(system_factory) -> None:  # 
     frames = await client.wait_closed()
     assert [f.payload for f in frames] == [{"reason": KickReason.ADMIN_KICK}]
     assert (await post("t0ken"))[0] == 404
+
+
+async def test_gateway_replicas_may_share_a_node_id(system_factory) -> None:  # type: ignore[no-untyped-def]
+    """A Kubernetes Deployment gives every Gateway replica the same settings."""
+    cluster: Cluster = system_factory(gameservers=1, gateways=0, env=CLUSTER_ENV)
+    twins = [cluster.add_gateway(node_id=7), cluster.add_gateway(node_id=7)]
+    clients = []
+    for twin in twins:
+        client = await RawClient.connect(twin.address)
+        await client.login(new_user_id())
+        clients.append(client)
+    for seq in range(2, 12):
+        for client in clients:
+            res = await client.request(MsgType.ECHO_REQ, seq, {"n": seq})
+            assert res.payload == {"n": seq}
+    for client in clients:
+        await client.close()

@@ -121,12 +121,14 @@ def test_malformed_batch_is_a_value_error() -> None:
 
 
 def test_routing_ids_are_distinct_per_role_and_node() -> None:
-    assert gateway_routing_id(1) == b"gw-1"
+    assert gateway_routing_id(1, "ab12") == b"gw-1-ab12"
     assert gameserver_routing_id(1) == b"gs-1"
-    ids = {gateway_routing_id(n) for n in range(1, 100)} | {
+    ids = {gateway_routing_id(n, "x") for n in range(1, 100)} | {
         gameserver_routing_id(n) for n in range(1, 100)
     }
     assert len(ids) == 198
+    # Two Gateway replicas sharing GATEWAY_NODE_ID still have distinct routes.
+    assert gateway_routing_id(1, "aaaa") != gateway_routing_id(1, "bbbb")
 
 
 def test_kind_numbers_are_stable() -> None:

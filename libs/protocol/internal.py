@@ -96,8 +96,10 @@ def iter_records(batch: bytes) -> Iterator[Record]:
         pos = body_end
 
 
-def gateway_routing_id(node_id: int) -> bytes:
-    return f"gw-{node_id}".encode()
+def gateway_routing_id(node_id: int, instance: str) -> bytes:
+    """``gw-<node id>-<instance>``: unique even when replicas share GATEWAY_NODE_ID (a
+    Kubernetes Deployment), so one Gateway can never take over another's route."""
+    return f"gw-{node_id}-{instance}".encode()
 
 
 def gameserver_routing_id(node_id: int) -> bytes:

@@ -1,6 +1,6 @@
 """The GameServer's end of the data plane: a bound ROUTER that every Gateway connects to.
 
-Gateways dial in and identify themselves by routing id (``gw-<id>``) and HELLO; a batch
+Gateways dial in and identify themselves by routing id (``gw-<id>-<instance>``) and HELLO; a batch
 for a Gateway that is no longer connected is counted and logged (its clients are gone
 with it, so there is nobody left to answer).
 """

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import secrets
 import signal
 import time
 
@@ -36,6 +37,7 @@ class GatewayApp:
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection)
         self.zmq = zmq.Context()
+        self.instance = secrets.token_hex(4)
         self.relay = Relay(config.max_connections, config.max_send_buffer_bytes)
         self.stopping = asyncio.Event()
         self.redis_ok = True
@@ -53,14 +55,15 @@ class GatewayApp:
     async def run(self) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
-        log.info("Gateway starting: node %d %s", config.node_id, describe(config))
+        log.info("Gateway starting: node %d (instance %s) %s", config.node_id, self.instance,
+                 describe(config))
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness)
         except OSError as exc:
             return _bind_failed(exc, config.metrics_port, "GATEWAY_METRICS_PORT")
         liveness = max(3 * config.discovery_interval_s, 3.0)
-        links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id),
+        links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id, self.instance),
                                 self.relay.on_records, self.relay.on_undeliverable, liveness,
                                 self.relay.node_down)
         self.relay.links = links
