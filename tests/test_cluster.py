@@ -199,6 +199,18 @@ async def test_admin_kick_wherever_the_user_is(cluster: Cluster) -> None:
     code, output = await admin_kick(cluster, user)
     assert code == 1 and "not online" in output
 
+    # A session in its reconnect grace (client dropped) is ended too: no resume after it.
+    dropped, dropped_login = await login(cluster, 0, new_user_id())
+    await dropped.close()
+    code, output = await admin_kick(cluster, dropped_login["user_id"])
+    assert code == 0, output
+    other = await RawClient.connect(cluster.gateways[1].address)
+    res = await other.request(MsgType.RECONNECT_REQ, 0, {
+        "session_id": dropped_login["session_id"],
+        "reconnect_key": dropped_login["reconnect_key"]})
+    assert res.payload["ok"] is False
+    await other.close()
+
 
 async def test_fourth_gameserver_gets_new_sessions_without_restarts(
     system_factory,  # type: ignore[no-untyped-def]
@@ -361,6 +373,11 @@ async def test_paused_gameserver_cannot_touch_sessions_that_moved(
     stop.set()
     await asyncio.gather(*tasks)
     assert [p.errors for p in players if p.errors] == []
+    # Once it answers again it learns that its old sockets are gone: nothing stays
+    # attached in its memory (it would renew leases and claim whispers forever).
+    await wait_until_async(
+        lambda: "gameserver_sessions_active 0.0" in victim.process.metrics_text(), timeout=15,
+        message="the resumed GameServer still holds sessions whose clients left")
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
     for player in players:
         assert player.last_moves == player.acked

@@ -150,7 +150,7 @@ def describe(config: Any) -> str:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         env = field.metadata["env"]
-        if "SECRET" in env or "PASSWORD" in env:
+        if "SECRET" in env or "PASSWORD" in env or "TOKEN" in env:
             value = "***" if value else ""
         elif isinstance(value, str) and "://" in value:
             value = _mask_url_password(value)

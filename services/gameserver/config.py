@@ -20,8 +20,8 @@ class GameServerConfig(CommonConfig):
                             help="ZeroMQ ROUTER port Gateways connect to", min=1, max=65535)
     mesh_port: int = setting(
         9101, env="GAMESERVER_MESH_PORT",
-        help="service-mesh port for GameServer-to-GameServer calls (cluster feature; "
-        "registered but not yet listened on)", min=1, max=65535)
+        help="service-mesh port: GameServer-to-GameServer calls and the admin CLI "
+        "(cluster-internal: no authentication)", min=1, max=65535)
     advertise_host: str = setting(
         "", env="GAMESERVER_ADVERTISE_HOST",
         help="host Gateways and peers use to reach this node (empty: this host's address)")

@@ -427,6 +427,10 @@ class Hub:
             log.warning("Owner of SessionId=%d (node %d) not reached (%s): taking over anyway",
                         location.session_id, location.node_id, exc.code)
             return False
+        except Exception:
+            log.exception("Asking node %d to release SessionId=%d failed: taking over anyway",
+                          location.node_id, location.session_id)
+            return False
         return bool(reply.get("released"))
 
     async def mesh_release(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -483,7 +487,12 @@ class Hub:
                                                   "reason": reason.value, "end": True}))
                         ["released"])
         location = await self.store.locate_user(user_id)
-        if location is None or location.node_id == self.node_id:
+        if location is None:
+            return False
+        if not location.attached:
+            # In its reconnect grace: no socket to kick, but the session must not resume.
+            return await self.store.end_detached(location.session_id)
+        if location.node_id == self.node_id:
             return False
         return await self.release_elsewhere(location, reason, end=True)
 

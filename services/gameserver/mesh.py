@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from gameserver import metrics
 from servicekit.registry import Registry
@@ -123,9 +124,15 @@ class MeshClient:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         self._socket = sock
         self.peers: dict[int, str] = {}
+        #: Peers whose connection is known to be down (it dropped after being up): calls
+        #: to them fail at once instead of waiting out their deadline.
+        self._down: set[str] = set()
         self._ids = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future[tuple[bytes, bytes]]] = {}
         self._reader = ZmqReader(sock, self._on_messages)
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        self._monitor_reader = ZmqReader(self._monitor, self._on_monitor)
 
     def update(self, registry: Registry) -> None:
         """Dial new peers' mesh ports, hang up on vanished ones."""
@@ -146,8 +153,19 @@ class MeshClient:
             if node_id not in seen:
                 self._hang_up(node_id)
 
+    def _on_monitor(self, messages: list[list[bytes]]) -> None:
+        for message in messages:
+            event = parse_monitor_message(message)
+            raw = event["endpoint"]
+            endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._down.add(endpoint)
+            else:
+                self._down.discard(endpoint)
+
     def _hang_up(self, node_id: int) -> None:
         endpoint = self.peers.pop(node_id)
+        self._down.discard(endpoint)
         with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
             self._socket.disconnect(endpoint)
 
@@ -159,6 +177,9 @@ class MeshClient:
             return await self._call(node_id, method, body, deadline_s)
         except MeshError as exc:
             outcome = exc.code.lower()
+            raise
+        except BaseException:
+            outcome = "error"
             raise
         finally:
             metrics.mesh_calls.labels(method, outcome).inc()
@@ -176,6 +197,8 @@ class MeshClient:
             while True:
                 if node_id not in self.peers:
                     raise MeshError("UNREACHABLE", f"node {node_id} is not a known peer")
+                if self.peers[node_id] in self._down:
+                    raise MeshError("UNREACHABLE", f"node {node_id}'s connection is down")
                 try:
                     self._socket.send_multipart(message, zmq.NOBLOCK)
                     break
@@ -211,4 +234,7 @@ class MeshClient:
 
     def close(self) -> None:
         self._reader.close()
+        self._monitor_reader.close()
+        self._socket.disable_monitor()
+        self._monitor.close(0)
         self._socket.close(0)

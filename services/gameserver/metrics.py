@@ -36,7 +36,8 @@ register_fast([handler_duration, requests, duplicates, p2p_records])
 sessions_active = Gauge(f"{NS}_sessions_active", "Sessions attached to this GameServer")
 sessions_created = Counter(f"{NS}_sessions_created_total", "Sessions created by LOGIN")
 sessions_resumed = Counter(
-    f"{NS}_sessions_resumed_total", "Sessions resumed, by how (reconnect|adopt)", ["how"]
+    f"{NS}_sessions_resumed_total",
+    "Sessions taken on by this GameServer, by how (reconnect|adopt|handover)", ["how"]
 )
 sessions_kicked = Counter(
     f"{NS}_sessions_kicked_total", "Sockets kicked by this GameServer, by reason", ["reason"]

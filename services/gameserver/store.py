@@ -95,7 +95,8 @@ class SessionStore:
         self.node_id = node_id
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_script_text(name))
-            for name in ("login", "resume", "commit", "detach", "logout", "renew", "locate")
+            for name in ("login", "resume", "commit", "detach", "logout", "renew", "locate",
+                         "end_session")
         }
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -192,6 +193,10 @@ class SessionStore:
 
     async def locate_session(self, session_id: int) -> Location | None:
         return _location(await self._run("locate", (), (self.keys.prefix, "", session_id)))
+
+    async def end_detached(self, session_id: int) -> bool:
+        """End a session that no process holds (in its reconnect grace)."""
+        return bool(await self._run("end_session", (), (self.keys.prefix, session_id)))
 
     async def session_exists(self, session_id: int) -> bool:
         return bool(await self.client.exists(self.keys.session(session_id)))

@@ -138,7 +138,7 @@ class GatewayApp:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            self.relay.expire_holds(now)
+            self.relay.expire_holds(now, self.config.handover_timeout_s)
             for conn in list(self.relay.connections.values()):
                 if conn.active:
                     conn.active = False

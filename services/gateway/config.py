@@ -34,6 +34,10 @@ class GatewayConfig(CommonConfig):
     discovery_interval_s: float = setting(
         1.0, env="DISCOVERY_INTERVAL_S", help="how often the GameServer registry is read",
         min=0.05)
+    handover_timeout_s: float = setting(
+        10.0, env="GATEWAY_HANDOVER_TIMEOUT_S",
+        help="longest a socket's frames are held while its session moves to another "
+        "GameServer; then the client is told SERVER_SHUTDOWN and resumes", min=0.5)
     drain_grace_s: float = setting(
         5.0, env="GATEWAY_DRAIN_GRACE_S",
         help="on SIGTERM: seconds clients get after SERVER_SHUTDOWN before sockets close",

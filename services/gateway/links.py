@@ -22,6 +22,10 @@ from servicekit.batchrouter import BatchRouter, RecordHandler, UndeliverableHand
 
 log = logging.getLogger("gateway.links")
 
+#: How long a down node's CLOSED notices are kept for its possible return (past any
+#: session lease: by then its sessions have expired or moved anyway).
+OWED_CLOSED_KEEP_S = 600.0
+
 
 @dataclass(slots=True)
 class Upstream:
@@ -58,6 +62,9 @@ class GameServerLinks:
         self.send = self._router.send
         self.flush = self._router.flush
         self.upstreams: dict[bytes, Upstream] = {}
+        #: CLOSED records a down node must get if it comes back (even after leaving the
+        #: registry: a paused process re-registers): routing id -> (kept until, sockets).
+        self._owed_closed: dict[bytes, tuple[float, list[tuple[bytes, int]]]] = {}
 
     # ------------------------------------------------------------- membership
     def update(self, registry: dict[int, tuple[str, int, dict[str, str]]]) -> None:
@@ -116,9 +123,17 @@ class GameServerLinks:
             if upstream.endpoint == endpoint:
                 self._down(upstream)
 
+    def owe_closed(self, routing_id: bytes, sockets: list[tuple[bytes, int]]) -> None:
+        _, owed = self._owed_closed.get(routing_id, (0.0, []))
+        owed.extend(sockets)
+        self._owed_closed[routing_id] = (time.monotonic() + OWED_CLOSED_KEEP_S, owed)
+
     def check_liveness(self) -> None:
         """Declare down every node that stopped answering HELLO (hung, partitioned)."""
         now = time.monotonic()
+        for routing_id, (keep_until, _) in list(self._owed_closed.items()):
+            if keep_until < now:
+                del self._owed_closed[routing_id]
         for upstream in list(self.upstreams.values()):
             if upstream.up and not self._is_live(upstream, now):
                 self._down(upstream)
@@ -133,6 +148,9 @@ class GameServerLinks:
             return
         if not upstream.up:
             log.info("GameServer connected: node %d at %s", node_id, upstream.endpoint)
+            _, owed = self._owed_closed.pop(routing_id, (0.0, []))
+            for socket_id, session_id in owed:
+                self.send(routing_id, Kind.CLOSED, socket_id, session_id, b"gameserver_down")
         upstream.up = True
         upstream.last_ack = time.monotonic()
         try:

@@ -29,7 +29,8 @@ unroutable_records = Counter(
 disconnects = Counter(
     f"{NS}_disconnects_total",
     "Client connections closed, by reason (client_closed|kicked|protocol_error|"
-    "idle_timeout|backpressure|shutdown)", ["reason"],
+    "idle_timeout|backpressure|shutdown|gameserver_down|handover_overflow|"
+    "handover_timeout)", ["reason"],
 )
 backpressure_disconnects = Counter(
     f"{NS}_backpressure_disconnects_total",

@@ -30,8 +30,7 @@ from protocol.payload import encode_message
 log = logging.getLogger("gateway")
 
 NO_GAMESERVER_WARNING_INTERVAL_S = 5.0
-#: A session handover holds a socket's frames at most this long / this many.
-HOLD_TIMEOUT_S = 10.0
+#: A session handover holds at most this many of a socket's frames.
 MAX_HELD_FRAMES = 10_000
 
 
@@ -260,10 +259,10 @@ class Relay:
             for frame in held:
                 self.links.send(conn.node, Kind.FRAME, conn.socket_id, conn.session_id, frame)
 
-    def expire_holds(self, now: float) -> None:
+    def expire_holds(self, now: float, timeout_s: float) -> None:
         """A handover that never completed: the client reconnects and resumes instead."""
         for conn in list(self.connections.values()):
-            if conn.held is not None and now - conn.held_since > HOLD_TIMEOUT_S:
+            if conn.held is not None and now - conn.held_since > timeout_s:
                 log.warning("Handover did not complete, closing: Socket=%s", _sid(conn))
                 self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_timeout")
 
@@ -273,13 +272,20 @@ class Relay:
         reconnects through any Gateway and resumes with its key (re-sending unanswered
         requests with their sequence ids), or logs in again if it had no session yet."""
         kicked = 0
+        owed: list[tuple[bytes, int]] = []
         for conn in list(self.connections.values()):
             if conn.node != routing_id or conn.closing:
                 continue
-            conn.node = None  # nobody to tell: CLOSED would go to the dead node
+            conn.node = None
+            if conn.session_id:
+                owed.append((conn.socket_id, conn.session_id))
             metrics.disconnects.labels("gameserver_down").inc()
             conn.close(kickout_frame(KickReason.SERVER_SHUTDOWN))
             kicked += 1
+        if owed and self.links is not None:
+            # A node that was only paused or cut off must still learn these sockets are gone
+            # (else their sessions stay attached in its memory): told when it answers again.
+            self.links.owe_closed(routing_id, owed)
         if kicked:
             log.warning("GameServer %s is down: %d clients told to resume elsewhere",
                         routing_id.decode(errors="replace"), kicked)
