@@ -1,42 +1,74 @@
 #!/usr/bin/env python3
-"""The echo benchmark of docs/BENCHMARKS.md, in one run on one machine.
+"""The echo benchmarks of docs/BENCHMARKS.md, each in one run on one machine.
+
+Default mode, two targets:
 
 (a) a minimal uvloop ``asyncio.Protocol`` echo server with the same framing: the physical
     limit of one hop on this machine (``python -m test_client.echo_server``);
 (b) the full path Client -> Gateway -> GameServer (whole middleware pipeline) -> Gateway ->
     Client, on a private local redis-server.
 
+``--cluster`` mode, two topologies started side by side, each on its own redis-server:
+
+(1x1) one Gateway, one GameServer;
+(2x3) two Gateways, three GameServers (the Gateways spread sessions over all three).
+
 For each connection count the two targets are measured back to back, and the whole sweep
 is repeated ``--rounds`` times, so a noisy neighbour hurts both sides alike; the report
-gives medians over rounds and the median of the per-round ratios b/a. Each connection has
-exactly one request in flight (closed loop). The load generator is
-``python -m test_client bench``.
+gives medians over rounds and the median of the per-round ratios (b/a, or 2x3/1x1). Each
+connection has exactly one request in flight (closed loop). The load generator is
+``python -m test_client bench`` (default mode) or, in cluster mode, the same worker code
+(``test_client.bench.run_worker``) in two processes started on a common barrier: one per
+Gateway of 2x3 with half the connections each, and likewise two (both on the one Gateway)
+for 1x1, so both topologies get the same load-generator CPU. Their raw latency samples are
+merged, so percentiles are exact over all connections.
 
     .venv/bin/python scripts/bench.py                     # 3 rounds x (1, 100, 1000) x 5 s
     .venv/bin/python scripts/bench.py --rounds 5 --duration 10 --json-out results.json
+    .venv/bin/python scripts/bench.py --cluster           # 5 rounds x (100, 1000) x 5 s
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
+from test_client.bench import BenchConfig, WorkerResult, build_report, run_worker
+from test_client.latency import merge_samples, summarize_ms
+from test_client.oslimits import raise_open_files_limit
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+#: Unprefixed service settings (GATEWAY_*, GAMESERVER_*, REDIS_* are stripped by prefix):
+#: removed from the inherited environment so the services run on their defaults.
+SERVICE_SETTINGS = frozenset({
+    "ADMIN_TOKEN", "AUTH_MODE", "AUTH_SECRET", "COMPRESSION_THRESHOLD_BYTES",
+    "DISCOVERY_INTERVAL_S", "IDLE_TIMEOUT_S", "LOG_FORMAT", "MAX_FRAME_BYTES",
+    "MAX_PENDING_COMMITS", "MESH_DEADLINE_S", "NODE_HEARTBEAT_S", "NODE_TTL_S",
+    "RECONNECT_GRACE_S", "RESPONSE_CACHE_SIZE", "SESSION_LEASE_S",
+})
 
 
 def free_port() -> int:
@@ -66,51 +98,192 @@ def listening(port: int) -> bool:
         return True
 
 
+def scrape(port: int, metric: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric on a service's /metrics (labels '' if none)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(metric) and line[len(metric):len(metric) + 1] in (" ", "{"):
+            name, _, value = line.rpartition(" ")
+            values[name[len(metric):]] = float(value)
+    return values
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None  # before any fork
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: on Linux the child gets SIGKILL if the bench process dies."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class System:
+    """One Gateway/GameServer topology on its own redis-server."""
+
+    name: str
+    redis_port: int
+    log_dir: Path
+    gameservers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    gameserver_metrics: dict[int, int] = field(default_factory=dict)
+    gateways: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    gateway_ports: dict[int, int] = field(default_factory=dict)
+    gateway_metrics: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", port) for port in self.gateway_ports.values()]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every node ready, and every Gateway sees every GameServer live."""
+        for node_id, port in self.gameserver_metrics.items():
+            proc = self.gameservers[node_id]
+            name = f"{self.name}-gameserver-{node_id}"
+            wait_for(lambda p=port, c=proc, n=name: self._alive(c, n) and ready(p), name,
+                     timeout)
+        want = len(self.gameservers)
+        for node_id, port in self.gateway_metrics.items():
+            proc = self.gateways[node_id]
+            name = f"{self.name}-gateway-{node_id}"
+            wait_for(lambda p=port, c=proc, n=name: self._alive(c, n) and ready(p)
+                     and scrape(p, "gateway_gameservers_live").get("") == want,
+                     f"{name} with {want} live GameServers", timeout)
+
+    def _alive(self, proc: subprocess.Popen[bytes], name: str) -> bool:
+        if proc.poll() is None:
+            return True
+        log = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        tail = "\n".join(log[-10:])
+        raise SystemExit(f"bench: {name} exited with {proc.returncode}:\n{tail}")
+
+
+class Services:
+    """The child processes of one run, each in its own process group; ``stop()`` ends all.
+
+    Services get the caller's environment minus every service setting (so they run on
+    their defaults), plus ``LOG_LEVEL`` and whatever ``env`` adds.
+    """
+
+    def __init__(self, workdir: Path, log_level: str,
+                 env: Mapping[str, str] | None = None) -> None:
+        redis_bin = shutil.which("redis-server")
+        if redis_bin is None:
+            raise SystemExit("bench: needs redis-server on PATH (apt-get install redis-server)")
+        self.redis_bin = redis_bin
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("GATEWAY_", "GAMESERVER_", "REDIS_"))
+                    and k not in SERVICE_SETTINGS}
+        self.env["LOG_LEVEL"] = log_level
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.env.update(env or {})
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=log, env=self.env, cwd=ROOT,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+        self.started.append(proc)
+        return proc
+
+    def redis(self, name: str = "redis") -> int:
+        port = free_port()
+        self.start(name, [self.redis_bin, "--port", str(port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", "--dir", str(self.workdir)])
+        wait_for(lambda: listening(port), name)
+        return port
+
+    def gameserver(self, name: str, redis_port: int, node_id: int,
+                   p2p_port: int = 0, mesh_port: int = 0,
+                   metrics_port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+        metrics_port = metrics_port or free_port()
+        proc = self.start(name, [
+            PY, "-m", "gameserver", "--redis-connection", f"127.0.0.1:{redis_port}",
+            "--node-id", str(node_id), "--p2p-port", str(p2p_port or free_port()),
+            "--mesh-port", str(mesh_port or free_port()),
+            "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
+            "--advertise-host", "127.0.0.1", "--bind-host", "127.0.0.1"])
+        return proc, metrics_port
+
+    def gateway(self, name: str, redis_port: int, node_id: int, client_port: int = 0,
+                p2p_port: int = 0,
+                metrics_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
+        client_port = client_port or free_port()
+        metrics_port = metrics_port or free_port()
+        proc = self.start(name, [
+            PY, "-m", "gateway", "--redis-connection", f"127.0.0.1:{redis_port}",
+            "--node-id", str(node_id), "--client-host", "127.0.0.1",
+            "--client-port", str(client_port), "--p2p-port", str(p2p_port or free_port()),
+            "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1"])
+        return proc, client_port, metrics_port
+
+    def system(self, name: str, gameservers: int, gateways: int) -> System:
+        """redis-server, then the GameServers (ids 1..n), then the Gateways (ids 1..m)."""
+        system = System(name, self.redis(f"{name}-redis"), self.workdir)
+        for node_id in range(1, gameservers + 1):
+            proc, metrics_port = self.gameserver(f"{name}-gameserver-{node_id}",
+                                                 system.redis_port, node_id)
+            system.gameservers[node_id] = proc
+            system.gameserver_metrics[node_id] = metrics_port
+        for node_id in range(1, gateways + 1):
+            proc, client_port, metrics_port = self.gateway(f"{name}-gateway-{node_id}",
+                                                           system.redis_port, node_id)
+            system.gateways[node_id] = proc
+            system.gateway_ports[node_id] = client_port
+            system.gateway_metrics[node_id] = metrics_port
+        return system
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every process group (last started first), SIGKILL what is left."""
+        for proc in reversed(self.started):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in reversed(self.started):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group may outlive its leader
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running(workdir: Path, log_level: str,
+            env: Mapping[str, str] | None = None) -> Iterator[Services]:
+    services = Services(workdir, log_level, env)
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
 @contextlib.contextmanager
 def processes(workdir: Path, log_level: str) -> Iterator[dict[str, int]]:
     """redis-server, GameServer, Gateway and the echo server; yields their ports."""
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("bench: needs redis-server on PATH (apt-get install redis-server)")
     ports = {name: free_port() for name in (
-        "redis", "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "echo")}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GATEWAY_", "GAMESERVER_", "REDIS_"))}
-    env["LOG_LEVEL"] = log_level
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, args: Sequence[str]) -> None:
-        log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        started.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
-
-    try:
-        start("redis", [redis_bin, "--port", str(ports["redis"]), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--dir", str(workdir)])
-        redis = f"127.0.0.1:{ports['redis']}"
-        wait_for(lambda: listening(ports["redis"]), "redis-server")
-        start("gameserver", [PY, "-m", "gameserver", "--redis-connection", redis,
-                             "--node-id", "1", "--p2p-port", str(ports["gs_p2p"]),
-                             "--mesh-port", str(ports["gs_mesh"]),
-                             "--metrics-port", str(ports["gs_metrics"]),
-                             "--advertise-host", "127.0.0.1", "--bind-host", "127.0.0.1"])
-        start("gateway", [PY, "-m", "gateway", "--redis-connection", redis, "--node-id", "1",
-                          "--client-host", "127.0.0.1", "--client-port", str(ports["gw_client"]),
-                          "--p2p-port", str(ports["gw_p2p"]),
-                          "--metrics-port", str(ports["gw_metrics"])])
-        start("echo", [PY, "-m", "test_client.echo_server", "--host", "127.0.0.1",
-                       "--port", str(ports["echo"])])
+        "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "echo")}
+    with running(workdir, log_level) as services:
+        ports["redis"] = services.redis()
+        services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
+                            ports["gs_mesh"], ports["gs_metrics"])
+        services.gateway("gateway", ports["redis"], 1, ports["gw_client"], ports["gw_p2p"],
+                         ports["gw_metrics"])
+        services.start("echo", [PY, "-m", "test_client.echo_server", "--host", "127.0.0.1",
+                                "--port", str(ports["echo"])])
         wait_for(lambda: ready(ports["gs_metrics"]), "GameServer")
         wait_for(lambda: ready(ports["gw_metrics"]), "Gateway")
         wait_for(lambda: listening(ports["echo"]), "echo server")
         yield ports
-    finally:
-        for proc in reversed(started):
-            proc.terminate()
-        for proc in reversed(started):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def run_load(port: int, connections: int, duration: float, warmup: float, payload: int,
@@ -128,19 +301,105 @@ def run_load(port: int, connections: int, duration: float, warmup: float, payloa
     return result
 
 
+# --- cluster mode: one load-generator process per target, common start, merged samples ---
+
+def _split_worker(cfg: BenchConfig, start: threading.Barrier,
+                  results: multiprocessing.connection.Connection) -> None:
+    raise_open_files_limit()
+    counters = [0, 0, 0, 0]  # run_worker's progress slots: nobody reads them here
+
+    def wait_for_start() -> None:
+        start.wait(timeout=600)
+
+    try:
+        result = uvloop.run(run_worker(cfg, 0, cfg.connections, counters, 0, wait_for_start))
+    except threading.BrokenBarrierError:
+        result = WorkerResult(first_error="aborted before the start")
+    except Exception as exc:
+        result = WorkerResult(first_error=f"worker failed: {type(exc).__name__}: {exc}")
+    results.send(result)
+    results.close()
+
+
+def run_split_load(ports: Sequence[int], connections: int, duration: float, warmup: float,
+                   payload: int, user_base: int) -> dict[str, Any]:
+    """``connections`` spread over one load-generator process per entry of ``ports``.
+
+    All processes connect, meet at a barrier and start together, so their measured windows
+    coincide; msgs/s is the sum, latency percentiles come from all raw samples merged.
+    """
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(len(ports) + 1)
+    workers: list[tuple[Any, multiprocessing.connection.Connection, BenchConfig]] = []
+    base = user_base
+    for index, port in enumerate(ports):
+        count = connections // len(ports) + (1 if index < connections % len(ports) else 0)
+        cfg = BenchConfig(host="127.0.0.1", port=port, connections=count,
+                          duration_s=duration, warmup_s=warmup, payload_bytes=payload,
+                          user_id_base=base)
+        base += count
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_split_worker, args=(cfg, start, sender), daemon=True,
+                           name=f"bench-split-{index}")
+        proc.start()
+        sender.close()
+        workers.append((proc, receiver, cfg))
+    results: list[WorkerResult] = []
+    try:
+        try:
+            start.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            start.abort()
+        for proc, receiver, _ in workers:
+            if receiver.poll(duration + warmup + 60):
+                results.append(receiver.recv())
+            else:
+                results.append(WorkerResult(first_error=f"worker exited ({proc.exitcode})"))
+    finally:
+        for proc, _, _ in workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+    total = BenchConfig(connections=connections, payload_bytes=payload)
+    report = build_report(total, len(workers), results)
+    report["per_loadgen"] = [
+        {"port": cfg.port, "connections": r.connections,
+         "msgs_per_s": round(r.messages / r.elapsed_s, 1) if r.elapsed_s else 0.0,
+         **summarize_ms(merge_samples([r.latencies]))}
+        for (_, _, cfg), r in zip(workers, results, strict=True)]
+    return report
+
+
+def _log_run(round_no: int, target: str, conns: int, result: dict[str, Any]) -> None:
+    print(f"round {round_no} {target:6} conns={conns:5} "
+          f"{result['msgs_per_s']:10.0f} msgs/s  p50={result['p50_ms']:.3f}ms "
+          f"p99={result['p99_ms']:.3f}ms max={result['max_ms']:.1f}ms "
+          f"errors={result['errors']}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cluster", action="store_true",
+                        help="compare 1 Gateway x 1 GameServer with 2 x 3 instead of (a)/(b)")
+    parser.add_argument("--rounds", type=int, default=None, help="3 (cluster mode: 5)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--connections", default="1,100,1000")
+    parser.add_argument("--connections", default=None,
+                        help="comma-separated counts: 1,100,1000 (cluster mode: 100,1000)")
     parser.add_argument("--payload-bytes", type=int, default=64)
-    parser.add_argument("--loadgen-processes", type=int, default=1)
+    parser.add_argument("--loadgen-processes", type=int, default=1,
+                        help="default mode only (cluster mode: one per Gateway of 2x3)")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 5 if args.cluster else 3
+    if args.connections is None:
+        args.connections = "100,1000" if args.cluster else "1,100,1000"
     counts = [int(c) for c in args.connections.split(",")]
+    if args.cluster:
+        return cluster_main(args, counts)
     runs: list[dict[str, Any]] = []
     user_base = 10_000_000
     with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \
@@ -154,10 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       args.payload_bytes, user_base, args.loadgen_processes)
                     result.update(round=round_no, target=target)
                     runs.append(result)
-                    print(f"round {round_no} {target:6} conns={conns:5} "
-                          f"{result['msgs_per_s']:10.0f} msgs/s  p50={result['p50_ms']:.3f}ms "
-                          f"p99={result['p99_ms']:.3f}ms max={result['max_ms']:.1f}ms "
-                          f"errors={result['errors']}", file=sys.stderr, flush=True)
+                    _log_run(round_no, target, conns, result)
     summary = summarize(runs, counts)
     report = {"machine": machine(), "settings": vars(args) | {"json_out": None},
               "summary": summary, "runs": runs}
@@ -167,26 +423,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def summarize(runs: list[dict[str, Any]], counts: list[int]) -> list[dict[str, Any]]:
+CLUSTER_TARGETS = ("c_1x1", "c_2x3")
+
+
+def cluster_main(args: argparse.Namespace, counts: list[int]) -> int:
+    runs: list[dict[str, Any]] = []
+    user_base = 10_000_000
+    with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \
+            running(Path(tmp), args.log_level) as services:
+        systems = {"c_1x1": services.system("1x1", gameservers=1, gateways=1),
+                   "c_2x3": services.system("2x3", gameservers=3, gateways=2)}
+        for system in systems.values():
+            system.wait_ready()
+        # 1x1: both load-generator processes on its one Gateway; 2x3: one per Gateway.
+        ports = {"c_1x1": list(systems["c_1x1"].gateway_ports.values()) * 2,
+                 "c_2x3": list(systems["c_2x3"].gateway_ports.values())}
+        for round_no in range(1, args.rounds + 1):
+            for conns in counts:
+                # Alternate which topology goes first, so neither always runs on a machine
+                # still busy with the other's teardown.
+                order = CLUSTER_TARGETS if round_no % 2 else CLUSTER_TARGETS[::-1]
+                for target in order:
+                    user_base += 10_000
+                    result = run_split_load(ports[target], conns, args.duration,
+                                            args.warmup, args.payload_bytes, user_base)
+                    result.update(round=round_no, target=target)
+                    runs.append(result)
+                    _log_run(round_no, target, conns, result)
+        sessions = {
+            node_id: int(sum(scrape(port, "gameserver_sessions_created_total").values()))
+            for node_id, port in systems["c_2x3"].gameserver_metrics.items()}
+        for name, system in systems.items():
+            for kind, procs in (("GameServer", system.gameservers),
+                                ("Gateway", system.gateways)):
+                for node_id, proc in procs.items():
+                    if proc.poll() is not None:
+                        raise SystemExit(f"bench: {name} {kind} {node_id} died "
+                                         f"(exit {proc.returncode}); logs in {tmp}")
+    summary = summarize(runs, counts, CLUSTER_TARGETS)
+    report = {"machine": machine(), "settings": vars(args) | {"json_out": None},
+              "sessions_per_gameserver_2x3": sessions, "summary": summary, "runs": runs}
+    print(cluster_markdown(summary, runs, sessions, args))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def summarize(runs: list[dict[str, Any]], counts: list[int],
+              targets: tuple[str, str] = ("a_echo", "b_full")) -> list[dict[str, Any]]:
+    base, other = targets
     rows = []
     for conns in counts:
         row: dict[str, Any] = {"connections": conns}
-        for target in ("a_echo", "b_full"):
+        for target in targets:
             mine = [r for r in runs if r["connections"] == conns and r["target"] == target]
             for key in ("msgs_per_s", "p50_ms", "p99_ms", "max_ms"):
                 row[f"{target}_{key}"] = statistics.median(r[key] for r in mine)
             row[f"{target}_errors"] = sum(r["errors"] for r in mine)
-        ratios = []
+        ratios, p99_ratios = [], []
         for round_no in sorted({r["round"] for r in runs}):
-            a = next(r for r in runs if r["round"] == round_no and r["connections"] == conns
-                     and r["target"] == "a_echo")
-            b = next(r for r in runs if r["round"] == round_no and r["connections"] == conns
-                     and r["target"] == "b_full")
+            a = pick(runs, round_no, conns, base)
+            b = pick(runs, round_no, conns, other)
             ratios.append(b["msgs_per_s"] / a["msgs_per_s"] if a["msgs_per_s"] else 0.0)
+            p99_ratios.append(b["p99_ms"] / a["p99_ms"] if a["p99_ms"] else 0.0)
+        row["ratios"] = ratios
         row["ratio_b_over_a"] = statistics.median(ratios)
         row["ratio_min"], row["ratio_max"] = min(ratios), max(ratios)
+        if targets != ("a_echo", "b_full"):
+            row["p99_ratios"] = p99_ratios
+            row["p99_ratio"] = statistics.median(p99_ratios)
         rows.append(row)
     return rows
+
+
+def pick(runs: list[dict[str, Any]], round_no: int, conns: int, target: str) -> dict[str, Any]:
+    return next(r for r in runs if r["round"] == round_no and r["connections"] == conns
+                and r["target"] == target)
 
 
 def machine() -> dict[str, Any]:
@@ -214,6 +526,39 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     errors = sum(row["a_echo_errors"] + row["b_full_errors"] for row in summary)
     lines.append("")
     lines.append(f"Errors over all runs: {errors}.")
+    return "\n".join(lines)
+
+
+def cluster_markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]],
+                     sessions: Mapping[int, int], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.rounds} interleaved rounds, {args.duration:g} s each (+{args.warmup:g} s warm-up), "
+        f"{args.payload_bytes}-byte payloads, one request in flight per connection, two "
+        "load-generator processes per run; medians.",
+        "",
+        "| conns | 1x1 msgs/s | p50 / p99 / max ms | 2x3 msgs/s | p50 / p99 / max ms | "
+        "2x3/1x1 msgs/s (min-max) | 2x3/1x1 p99 |",
+        "|---:|---:|---|---:|---|---|---:|",
+    ]
+    for row in summary:
+        lines.append(
+            f"| {row['connections']} | {row['c_1x1_msgs_per_s']:,.0f} | "
+            f"{row['c_1x1_p50_ms']:.2f} / {row['c_1x1_p99_ms']:.2f} / "
+            f"{row['c_1x1_max_ms']:.1f} | {row['c_2x3_msgs_per_s']:,.0f} | "
+            f"{row['c_2x3_p50_ms']:.2f} / {row['c_2x3_p99_ms']:.2f} / "
+            f"{row['c_2x3_max_ms']:.1f} | {row['ratio_b_over_a']:.2f} "
+            f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) | {row['p99_ratio']:.2f} |")
+    lines += ["", "Per round, 2x3/1x1 msgs/s:", "",
+              "| conns | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
+              "|---:|" + "---:|" * args.rounds]
+    for row in summary:
+        lines.append(f"| {row['connections']} | "
+                     + " | ".join(f"{r:.2f}" for r in row["ratios"]) + " |")
+    errors = sum(row["c_1x1_errors"] + row["c_2x3_errors"] for row in summary)
+    connect_errors = sum(r["connect_errors"] for r in runs)
+    split = ", ".join(f"node {n}: {c}" for n, c in sorted(sessions.items()))
+    lines += ["", f"Errors over all {len(runs)} runs: {errors} (connect errors: "
+              f"{connect_errors}). Sessions created per 2x3 GameServer: {split}."]
     return "\n".join(lines)
 
 

@@ -129,6 +129,8 @@ class MeshClient:
         self._down: set[str] = set()
         self._ids = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future[tuple[bytes, bytes]]] = {}
+        #: Which peer endpoint each pending call went to (to fail it if that peer drops).
+        self._pending_endpoint: dict[bytes, str] = {}
         self._reader = ZmqReader(sock, self._on_messages)
         self._monitor = sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
@@ -160,6 +162,12 @@ class MeshClient:
             endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self._down.add(endpoint)
+                # Calls already sent to it will not be answered: fail them now.
+                for request_id, target in list(self._pending_endpoint.items()):
+                    future = self._pending.get(request_id)
+                    if target == endpoint and future is not None and not future.done():
+                        future.set_exception(
+                            MeshError("UNREACHABLE", f"connection to {endpoint} dropped"))
             else:
                 self._down.discard(endpoint)
 
@@ -192,6 +200,7 @@ class MeshClient:
         request_id = next(self._ids).to_bytes(8, "big")
         future: asyncio.Future[tuple[bytes, bytes]] = loop.create_future()
         self._pending[request_id] = future
+        self._pending_endpoint[request_id] = self.peers.get(node_id, "")
         message = (mesh_routing_id(node_id), request_id, method.encode(), orjson.dumps(body))
         try:
             while True:
@@ -217,6 +226,9 @@ class MeshClient:
                                            f"{deadline_s:.2f}s") from None
         finally:
             self._pending.pop(request_id, None)
+            self._pending_endpoint.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warning
         payload: dict[str, Any] = orjson.loads(reply)
         if status != b"ok":
             raise MeshError(str(payload.get("code", "REMOTE_ERROR")),
