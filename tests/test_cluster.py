@@ -262,7 +262,8 @@ class Player:
         self.acked = 0
         self.last_moves = 0
         self.errors: list[BaseException] = []
-        self.answer_times: list[float] = []
+        #: (sent at, answered at) of every acknowledged MOVE.
+        self.answers: list[tuple[float, float]] = []
         self.node_id = 0
 
     async def start(self) -> None:
@@ -272,6 +273,7 @@ class Player:
 
     async def play(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            sent = time.monotonic()
             try:
                 result = await self.client.move(self.acked, 1)
             except Exception as exc:
@@ -279,116 +281,121 @@ class Player:
                 return
             self.acked += 1
             self.last_moves = result["moves"]
-            self.answer_times.append(time.monotonic())
+            self.answers.append((sent, time.monotonic()))
             assert self.last_moves == self.acked, "a MOVE was lost or applied twice"
 
+    def sent_after(self, moment: float) -> list[float]:
+        """Answer times of the requests sent after ``moment``."""
+        return [answered for sent, answered in self.answers if sent > moment]
 
-async def start_players(cluster: Cluster, count: int) -> list[Player]:
-    players = [Player(cluster, i % len(cluster.gateways)) for i in range(count)]
-    await asyncio.gather(*(p.start() for p in players))
-    return players
+
+class Load:
+    """Players looping MOVEs on a cluster, and the GameServer a test is about to break."""
+
+    def __init__(self, players: list[Player], tasks: list[asyncio.Task[None]],
+                 stop: asyncio.Event, victim: Any) -> None:
+        self.players = players
+        self.tasks = tasks
+        self.stop = stop
+        self.victim = victim
+        self.affected = [p for p in players if p.node_id == victim.node_id]
+
+    @classmethod
+    async def start(cls, cluster: Cluster, count: int) -> Load:
+        players = [Player(cluster, i % len(cluster.gateways)) for i in range(count)]
+        await asyncio.gather(*(p.start() for p in players))
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(p.play(stop)) for p in players]
+        await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
+        victim = next(n for n in cluster.gameservers
+                      if any(p.node_id == n.node_id for p in players))
+        return cls(players, tasks, stop, victim)
+
+    async def everyone_advances(self, moves: int, timeout: float) -> None:
+        marks = {id(p): p.acked for p in self.players}
+        await wait_until_async(
+            lambda: all(p.acked >= marks[id(p)] + moves for p in self.players),
+            timeout=timeout, message="not every client kept being served")
+
+    async def finish(self) -> None:
+        """Stop, then check nothing was lost or applied twice, from the server's view."""
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+        assert [p.errors for p in self.players if p.errors] == []
+        for player in self.players:
+            assert player.last_moves == player.acked
+            state = await player.client.move(0, 0)
+            assert state["moves"] == player.acked + 1  # nothing lost, nothing twice
+            await player.client.close()
 
 
 async def test_kill_9_failover_under_load_is_exactly_once(system_factory) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
-    players = await start_players(cluster, 30)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(p.play(stop)) for p in players]
-    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
-    victim = next(n for n in cluster.gameservers
-                  if any(p.node_id == n.node_id for p in players))
-    affected = [p for p in players if p.node_id == victim.node_id]
+    load = await Load.start(cluster, 30)
+    # A request may be in flight when the process dies; count from requests sent after.
     killed_at = time.monotonic()
-    victim.kill()
+    load.victim.kill()
     await wait_until_async(
-        lambda: all(p.answer_times and p.answer_times[-1] > killed_at for p in affected),
+        lambda: all(p.sent_after(killed_at) for p in load.affected),
         timeout=2 * REGISTRY_EXPIRY_S + 5,
         message="clients of the killed GameServer were not served again in time")
-    gap = max(min(t for t in p.answer_times if t > killed_at) for p in affected) - killed_at
+    gap = max(p.sent_after(killed_at)[0] for p in load.affected) - killed_at
     assert gap < 2 * REGISTRY_EXPIRY_S, f"failover took {gap:.2f}s"
-    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=5)
-    stop.set()
-    await asyncio.gather(*tasks)
-    assert [p.errors for p in players if p.errors] == []
-    for player in players:
-        assert player.last_moves == player.acked
-        state = await player.client.move(0, 0)
-        assert state["moves"] == player.acked + 1  # nothing lost, nothing twice
-        await player.client.close()
+    await load.everyone_advances(3, timeout=10)
+    await load.finish()
 
 
 async def test_sigterm_drain_under_load_has_no_client_visible_errors(
     system_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
-    players = await start_players(cluster, 30)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(p.play(stop)) for p in players]
-    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
-    victim = next(n for n in cluster.gameservers
-                  if any(p.node_id == n.node_id for p in players))
-    affected = [p for p in players if p.node_id == victim.node_id]
-    before = {id(p): p.acked for p in players}
-    assert victim.terminate(timeout=30) == 0
-    await wait_until_async(lambda: all(p.acked >= before[id(p)] + 3 for p in players),
-                           timeout=15)
-    stop.set()
-    await asyncio.gather(*tasks)
-    assert [p.errors for p in players if p.errors] == []
-    for player in players:
+    load = await Load.start(cluster, 30)
+    victim = load.victim
+    victim.process.send_signal(signal.SIGTERM)
+    # The clients keep playing while it drains (nothing here blocks the event loop).
+    await wait_until_async(lambda: not victim.process.running, timeout=30,
+                           message="the drained GameServer did not exit")
+    assert victim.process.wait_exit(5) == 0
+    await load.everyone_advances(3, timeout=15)
+    for player in load.players:
         assert player.client.reconnect_count == 0, "a client noticed the drain"
         assert player.client.kicked_reason is None
-        assert player.last_moves == player.acked
-        await player.client.close()
-    assert affected, "nobody was on the drained GameServer"
-    assert "Handing" in victim.process.log_text()
+    assert load.affected, "nobody was on the drained GameServer"
+    assert "Session handed over" in victim.process.log_text()
+    await load.finish()
 
 
 async def test_paused_gameserver_cannot_touch_sessions_that_moved(
     system_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
-    players = await start_players(cluster, 12)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(p.play(stop)) for p in players]
-    await wait_until_async(lambda: all(p.acked >= 3 for p in players), timeout=15)
-    victim = next(n for n in cluster.gameservers
-                  if any(p.node_id == n.node_id for p in players))
-    affected = [p for p in players if p.node_id == victim.node_id]
+    load = await Load.start(cluster, 12)
+    victim = load.victim
     victim.process.send_signal(signal.SIGSTOP)
     try:
         paused_at = time.monotonic()
         # Past the registry expiry: the Gateways declare it dead, its clients move on.
         await wait_until_async(
-            lambda: all(p.answer_times and p.answer_times[-1] > paused_at + REGISTRY_EXPIRY_S
-                        for p in affected), timeout=20)
+            lambda: all(p.sent_after(paused_at + REGISTRY_EXPIRY_S) for p in load.affected),
+            timeout=20)
     finally:
         victim.process.send_signal(signal.SIGCONT)
-    # It wakes up with stale sessions (and maybe half-handled frames): give it time to act.
-    moved_ids = {p.client.session_id for p in affected}
-    await wait_until_async(lambda: all(p.acked >= 5 for p in players), timeout=10)
-    marks = {id(p): p.acked for p in players}
-    await wait_until_async(lambda: all(p.acked >= marks[id(p)] + 5 for p in players),
-                           timeout=15)
-    stop.set()
-    await asyncio.gather(*tasks)
-    assert [p.errors for p in players if p.errors] == []
+    moved_ids = {p.client.session_id for p in load.affected}
+    # It wakes up with stale sessions (and maybe half-handled frames); clients go on.
+    await load.everyone_advances(5, timeout=15)
     # Once it answers again it learns that its old sockets are gone: nothing stays
     # attached in its memory (it would renew leases and claim whispers forever).
     await wait_until_async(
         lambda: "gameserver_sessions_active 0.0" in victim.process.metrics_text(), timeout=15,
         message="the resumed GameServer still holds sessions whose clients left")
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
-    for player in players:
-        assert player.last_moves == player.acked
+    for player in load.players:
         fields = redis_client.hgetall(f"gb:sess:{player.client.session_id}")
         assert fields, "a moved session was deleted"
         if player.client.session_id in moved_ids:
             assert int(fields[b"node_id"]) != victim.node_id
-        final = await player.client.move(0, 0)
-        assert final["moves"] == player.acked + 1
-        await player.client.close()
     redis_client.close()
+    await load.finish()
 
 
 async def test_whisper_to_an_unreachable_owner_is_a_typed_error(

@@ -38,6 +38,7 @@ from servicekit.registry import (
     ordinal_node_id,
     read_registry,
 )
+from servicekit.startup import bind_failed
 
 log = logging.getLogger("gameserver")
 
@@ -104,7 +105,7 @@ class GameServerApp:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness, admin=self._admin_http)
         except OSError as exc:
-            return _bind_failed(exc, config.metrics_port, "GAMESERVER_METRICS_PORT")
+            return bind_failed(log, exc, config.metrics_port, "GAMESERVER_METRICS_PORT")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
         node_id = await self._resolve_node_id()
@@ -118,7 +119,7 @@ class GameServerApp:
                                config.p2p_port, self._on_records)
         except PortInUse:
             ops.close()
-            return _bind_failed(OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
+            return bind_failed(log, OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
                                 "GAMESERVER_P2P_PORT")
         except CannotBind as exc:
             ops.close()
@@ -130,7 +131,7 @@ class GameServerApp:
         except OSError as exc:
             link.close()
             ops.close()
-            return _bind_failed(exc, config.mesh_port, "GAMESERVER_MESH_PORT")
+            return bind_failed(log, exc, config.mesh_port, "GAMESERVER_MESH_PORT")
         hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id)
         self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance)
         mesh_server.register("release", hub.mesh_release)
@@ -323,11 +324,3 @@ class GameServerApp:
 
 async def _pong(body: dict[str, Any]) -> dict[str, Any]:
     return {"pong": True}
-
-
-def _bind_failed(exc: OSError, port: int, variable: str) -> int:
-    if exc.errno == errno.EADDRINUSE:
-        log.error("Address already in use: port %d (%s)", port, variable)
-    else:
-        log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
-    return 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import secrets
 import signal
@@ -25,6 +24,7 @@ from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
 from servicekit.redis_url import display_address
 from servicekit.registry import read_registry
+from servicekit.startup import bind_failed
 
 log = logging.getLogger("gateway")
 
@@ -61,7 +61,7 @@ class GatewayApp:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness)
         except OSError as exc:
-            return _bind_failed(exc, config.metrics_port, "GATEWAY_METRICS_PORT")
+            return bind_failed(log, exc, config.metrics_port, "GATEWAY_METRICS_PORT")
         liveness = max(3 * config.discovery_interval_s, 3.0)
         links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id, self.instance),
                                 self.relay.on_records, self.relay.on_undeliverable, liveness,
@@ -77,7 +77,7 @@ class GatewayApp:
         except OSError as exc:
             links.close()
             ops.close()
-            return _bind_failed(exc, config.client_port, "GATEWAY_CLIENT_PORT")
+            return bind_failed(log, exc, config.client_port, "GATEWAY_CLIENT_PORT")
         self.listening = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
@@ -174,11 +174,3 @@ class GatewayApp:
                 conn.abort()
         if relay.links is not None:
             relay.links.flush()
-
-
-def _bind_failed(exc: OSError, port: int, variable: str) -> int:
-    if exc.errno == errno.EADDRINUSE:
-        log.error("Address already in use: port %d (%s)", port, variable)
-    else:
-        log.error("Cannot listen on port %d (%s): %s", port, variable, exc)
-    return 1
