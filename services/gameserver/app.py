@@ -140,6 +140,7 @@ class GameServerApp:
         mesh_server.register("adopt", hub.mesh_adopt)
         mesh_server.register("ping", _pong)
         metrics.node_info.labels(str(node_id), self.instance).set(1)
+        metrics.create_known_series()
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
         metrics.gateways_connected.set_function(lambda: len(link.live_gateways()))
         log.info("P2P listening: tcp://%s:%d, mesh tcp://%s:%d (advertised as %s)",
@@ -210,6 +211,7 @@ class GameServerApp:
         claim_deadline = time.monotonic() + 2 * config.node_ttl_s
         while True:
             assert self.hub is not None and self.mesh is not None
+            started = time.perf_counter()
             try:
                 holder = await self.registry.claim(
                     self.node_id, ttl_ms,
@@ -217,11 +219,14 @@ class GameServerApp:
                 if holder is None:
                     self.peers = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
+                metrics.redis_errors.labels("heartbeat").inc()
                 if self.redis_ok:
                     log.error("Redis is NOT reachable at %s (%s); retrying every %.1fs",
                               self.redis_address, exc, config.heartbeat_s)
                 self.redis_ok = False
             else:
+                metrics.redis_duration.labels("heartbeat").observe(
+                    time.perf_counter() - started)
                 if holder is not None:
                     if first and time.monotonic() < claim_deadline:
                         # Most likely our own previous incarnation (kill -9, restart): its

@@ -80,8 +80,9 @@ p2p_dropped = Counter(
     "Data-plane batches to a Gateway that could not be sent, by reason "
     "(high_water_mark|unreachable)", ["reason"],
 )
-node_info = Gauge(f"{NS}_node_info", "Constant 1, labelled with this node's identity",
-                  ["node_id", "instance"])
+node_info = Gauge(f"{NS}_node_info", "Constant 1, labelled with this node's identity "
+                  "(instance_id: this process; Prometheus' own 'instance' is the target)",
+                  ["node_id", "instance_id"])
 ready = Gauge(f"{NS}_ready", "1 when /readyz answers ready")
 
 mesh_calls = Counter(
@@ -102,3 +103,21 @@ handovers = Counter(
     f"{NS}_session_handovers_total",
     "Sessions handed to another GameServer while draining, by outcome", ["outcome"],
 )
+
+
+def create_known_series() -> None:
+    """Zero series for every label value known in advance: without a first sample at 0,
+    rate()/increase() miss a counter's first jump (an alert on the first Redis errors)."""
+    from protocol.messages import KickReason
+
+    for how in ("reconnect", "adopt", "handover"):
+        sessions_resumed.labels(how)
+    for kick in KickReason:
+        sessions_kicked.labels(kick.value)
+    for operation in ("login", "resume", "commit", "detach", "logout", "renew", "locate",
+                      "end_session", "heartbeat"):
+        redis_errors.labels(operation)
+    for reason in ("high_water_mark", "unreachable"):
+        p2p_dropped.labels(reason)
+    for outcome in ("ok", "gone", "no_target", "failed", "unreachable"):
+        handovers.labels(outcome)

@@ -116,15 +116,22 @@ class PerformanceMiddleware:
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> None:
         start = time.perf_counter()
-        await call_next(ctx)
-        elapsed = time.perf_counter() - start
-        key = (ctx.msg_type, ctx.result)
+        try:
+            await call_next(ctx)
+        except Exception:
+            # Answered INTERNAL_ERROR by the outer middleware; it must count here too.
+            self._record(ctx, ErrorCode.INTERNAL_ERROR.value, time.perf_counter() - start)
+            raise
+        self._record(ctx, ctx.result, time.perf_counter() - start)
+
+    def _record(self, ctx: RequestContext, result: str, elapsed: float) -> None:
+        key = (ctx.msg_type, result)
         cells = self._cells.get(key)
         if cells is None:
             name = ctx.msg_name
             cells = self._cells[key] = (
                 metrics.handler_duration.child(name),
-                metrics.requests.child(name, ctx.result),
+                metrics.requests.child(name, result),
             )
         cells[0].observe(elapsed)
         cells[1][0] += 1

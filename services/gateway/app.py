@@ -67,6 +67,7 @@ class GatewayApp:
                                 self.relay.on_records, self.relay.on_undeliverable, liveness,
                                 self.relay.node_down)
         self.relay.links = links
+        metrics.create_known_series()
         metrics.gameservers_live.set_function(lambda: len(links.live()))
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
         try:
@@ -117,9 +118,11 @@ class GatewayApp:
         links = self.relay.links
         assert links is not None
         while True:
+            started = time.perf_counter()
             try:
                 registry = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
+                metrics.redis_errors.labels("discovery").inc()
                 if self.redis_ok:
                     log.error("Redis is NOT reachable at %s (%s); keeping the last known "
                               "GameServers and retrying", self.redis_address, exc)
@@ -128,6 +131,8 @@ class GatewayApp:
                 if not self.redis_ok:
                     log.info("Redis is reachable again at %s", self.redis_address)
                 self.redis_ok = True
+                metrics.redis_duration.labels("discovery").observe(
+                    time.perf_counter() - started)
                 links.update(registry)
                 metrics.gameservers_known.set(len(registry))
             await asyncio.sleep(self.config.discovery_interval_s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from servicekit.fastmetrics import FastCounter, register_fast
 
@@ -43,3 +43,26 @@ gameservers_known = Gauge(f"{NS}_service_discovery_count_servers",
                           "GameServers listed in the registry")
 pinned_sockets = Gauge(f"{NS}_pinned_sockets", "Client sockets pinned to a session")
 ready = Gauge(f"{NS}_ready", "1 when /readyz answers ready")
+redis_duration = Histogram(
+    f"{NS}_redis_operation_duration_seconds", "Redis operation latency, by operation",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+redis_errors = Counter(
+    f"{NS}_redis_errors_total", "Failed Redis operations, by operation", ["operation"]
+)
+
+
+def create_known_series() -> None:
+    """Zero series for every label value known in advance (see the GameServer's twin)."""
+    for reason in ("draining", "max_connections"):
+        rejected_connections.labels(reason)
+    for reason in ("no_gameserver", "high_water_mark", "unreachable"):
+        dropped_frames.labels(reason)
+    for kind in ("send", "pin"):
+        unroutable_records.labels(kind)
+    for reason in ("client_closed", "kicked", "protocol_error", "idle_timeout",
+                   "backpressure", "shutdown", "gameserver_down", "handover_overflow",
+                   "handover_timeout"):
+        disconnects.labels(reason)
+    redis_errors.labels("discovery")
