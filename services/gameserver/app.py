@@ -99,7 +99,7 @@ class GameServerApp:
     async def run(self) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
-        loop.set_task_factory(asyncio.eager_task_factory)
+        loop.set_task_factory(eager_task_factory)
         log.info("GameServer starting (instance %s) %s", self.instance, describe(config))
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
@@ -325,6 +325,13 @@ class GameServerApp:
             return 400, b"user_id must be a positive integer\n"
         kicked = await self.hub.kick_user(int(values[0]), KickReason.ADMIN_KICK)
         return (200, b'{"kicked": true}\n') if kicked else (404, b'{"kicked": false}\n')
+
+
+def eager_task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+    """asyncio.eager_task_factory that also takes the ``eager_start`` keyword uvloop passes
+    on Python 3.13 (asyncio's own factory rejects it there)."""
+    kwargs.pop("eager_start", None)
+    return asyncio.Task(coro, loop=loop, eager_start=True, **kwargs)
 
 
 async def _pong(body: dict[str, Any]) -> dict[str, Any]:

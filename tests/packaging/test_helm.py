@@ -1,0 +1,759 @@
+"""The Helm chart deploy/helm/gamebackbone, checked without a helm binary or a cluster.
+
+* ``helm lint --strict`` and offline rendering through Helm's own Go SDK (helm-python-sdk),
+  with the default values and with overrides (CASES);
+* every rendered manifest validated strictly against the Kubernetes 1.29 and newest OpenAPI
+  schemas (kubernetes-validate; the prometheus-operator kinds against the minimal schemas in
+  scripts/helm_check.py, since no built-in schema exists for them);
+* values.schema.json rejects bad values, the templates refuse inconsistent ones;
+* checkov passes (each accepted finding is suppressed in the chart with its reason);
+* every environment variable the chart gives a container is a setting of that service, and
+  the services really start with exactly the rendered configuration: ``python -m gameserver``
+  (in a UTS namespace whose host name is the StatefulSet pod's, for GAMESERVER_NODE_ID=ordinal)
+  and ``python -m gateway`` on a private redis-server, then the chart's ``helm test`` command
+  logs in and echoes through them.
+
+The tools live in .venv-tools (scripts/setup-helm-tools.sh, pinned), not in the project venv:
+they run in subprocesses through scripts/helm_check.py. Without a reachable package index the
+whole module skips with one line saying so; any other set-up failure fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from gameserver.config import GameServerConfig
+from gateway.config import GatewayConfig
+from servicekit.registry import ordinal_node_id
+from tests.support.ports import free_port
+from tests.support.processes import (
+    die_with_parent,
+    http_get,
+    service_env_names,
+    track_child,
+    untrack_child,
+)
+from tests.support.redis_servers import LocalRedisServer, RedisUnavailable
+
+# checkov over every case takes ~5 s, a live run ~2 s; .venv-tools is set up at collection.
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "gamebackbone"
+SETUP_TOOLS = ROOT / "scripts" / "setup-helm-tools.sh"
+HELM_CHECK = ROOT / "scripts" / "helm_check.py"
+SYNC_ASSETS = ROOT / "scripts" / "sync-chart-assets.sh"
+
+RELEASE = "gb"
+NAMESPACE = "games"
+FULLNAME = "gb-gamebackbone"
+GATEWAY = f"{FULLNAME}-gateway"
+GAMESERVER = f"{FULLNAME}-gameserver"
+
+#: What the images set besides the chart (Dockerfile.gateway / Dockerfile.gameserver ENV).
+IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+#: Contents of the "existing" Secrets the override cases refer to (in a cluster the operator
+#: creates them). REDIS_CONNECTION values are pointed at the test's redis-server anyway.
+EXISTING_SECRETS = {
+    ("gb-redis", "redis-url"): "redis://gb-redis.example:6379/0",
+    ("gb-auth", "hmac"): "hmac-secret-for-the-test",
+    ("gb-admin", "token"): "admin-token-for-the-test",
+}
+REDIS_PASSWORD = "p@ss:w/rd %+#?"
+
+CASES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "replicas5": {"gameserver": {"replicas": 5}},
+    "nodeport": {"gateway": {"service": {"type": "NodePort", "nodePort": 30500}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "kps"}}},
+    "redis-secret": {"redis": {"existingSecret": {"name": "gb-redis", "key": "redis-url"}}},
+    "redis-password": {"redis": {"password": REDIS_PASSWORD, "database": 3}},
+    "hpa": {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
+                                        "targetMemoryUtilizationPercentage": 80}}},
+    "networkpolicy": {"networkPolicy": {
+        "enabled": True,
+        "extraP2PFrom": [{"ipBlock": {"cidr": "192.168.1.10/32"}}],
+        "metricsFrom": [{"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "clientFrom": [{"ipBlock": {"cidr": "192.168.0.0/16"}}],
+    }},
+    "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    "everything": {
+        "image": {"registry": "registry.k8s.home:5000", "tag": "0.1.0-rc1",
+                  "pullSecrets": [{"name": "regcred"}]},
+        "redis": {"existingSecret": {"name": "gb-redis", "key": "redis-url"}},
+        "logLevel": "DEBUG",
+        "logFormat": "text",
+        "maxFrameBytes": 131072,
+        "gateway": {
+            "drainGraceSeconds": 3,
+            "terminationGracePeriodSeconds": 20,
+            "service": {"type": "ClusterIP", "port": 7000},
+            "env": {"IDLE_TIMEOUT_S": 45, "GATEWAY_HANDOVER_TIMEOUT_S": "8",
+                    "GATEWAY_MAX_SEND_BUFFER_BYTES": 2097152, "DISCOVERY_INTERVAL_S": 0.5},
+            "autoscaling": {"enabled": True},
+            "podAntiAffinity": "hard",
+            "podDisruptionBudget": {"maxUnavailable": None, "minAvailable": "50%"},
+        },
+        "gameserver": {
+            "replicas": 3,
+            "drainTimeoutSeconds": 4,
+            "auth": {"mode": "hmac", "existingSecret": {"name": "gb-auth", "key": "hmac"}},
+            "adminToken": {"existingSecret": {"name": "gb-admin", "key": "token"}},
+            "env": {"RECONNECT_GRACE_S": 90, "MESH_DEADLINE_S": "0.5", "NODE_TTL_S": 4,
+                    "NODE_HEARTBEAT_S": 0.5},
+            "podAntiAffinity": "",
+        },
+        "networkPolicy": {"clientFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"namespace": "monitoring", "annotations": {"grafana_folder": "Games"}},
+        "tests": {"userId": 424242, "timeoutSeconds": 15},
+    },
+    # Names at the length limits: the StatefulSet's pods must still end in -<ordinal>.
+    "long-names": {"fullnameOverride": "a-very-long-release-name-for-the-game-backbone-chart-x1"},
+}
+
+#: Cases whose services are started locally with the rendered environment.
+LIVE_CASES = ("default", "redis-password", "everything")
+
+BAD_VALUES = [
+    ({"gameserver": {"replicas": "three"}}, "/gameserver/replicas"),
+    ({"gateway": {"service": {"type": "Foo"}}}, "/gateway/service/type"),
+    ({"gateway": {"service": {"port": 70000}}}, "/gateway/service/port"),
+    ({"redis": {"port": "6379x"}}, "/redis/port"),
+    ({"redis": {"host": "redis://x:1"}}, "/redis/host"),
+    ({"logLevel": "verbose"}, "/logLevel"),
+    ({"maxFrameBytes": 100}, "/maxFrameBytes"),
+    ({"gameserver": {"auth": {"mode": "oauth"}}}, "/gameserver/auth/mode"),
+    ({"gateway": {"env": {"REDIS_CONNECTION": "x"}}}, "REDIS_CONNECTION"),
+    ({"gameserver": {"env": {"GAMESERVER_NODE_ID": "auto"}}}, "GAMESERVER_NODE_ID"),
+    ({"gameserver": {"podDisruptionBudget": {"maxUnavailable": "lots"}}},
+     "/gameserver/podDisruptionBudget/maxUnavailable"),
+    ({"gameserver": {"image": {"digest": "md5:abc"}}}, "/gameserver/image/digest"),
+    ({"serviceMonitor": {"interval": "15 seconds"}}, "/serviceMonitor/interval"),
+    ({"gameserver": {"replicas": 2, "replica": 3}}, "replica"),
+    ({"typo": True}, "typo"),
+]
+
+REFUSED_BY_TEMPLATES = [
+    ({"gameserver": {"terminationGracePeriodSeconds": 20}},
+     "must exceed 2 x gameserver.drainTimeoutSeconds"),
+    ({"gateway": {"terminationGracePeriodSeconds": 6}},
+     "must exceed gateway.drainGraceSeconds + 2"),
+    ({"gameserver": {"auth": {"mode": "hmac"}}}, "gameserver.auth.mode=hmac needs"),
+    ({"gameserver": {"ports": {"mesh": 9001}}}, "gameserver.ports.mesh must differ"),
+    ({"redis": {"password": "x", "existingSecret": {"name": "s", "key": "k"}}},
+     "either redis.password or redis.existingSecret.name"),
+    ({"gateway": {"podDisruptionBudget": {"minAvailable": 1}}}, "exactly one of"),
+]
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+def _set_up_tools() -> tuple[Path | None, str]:
+    """Install or check .venv-tools at collection: without a package index the whole module
+    skips, reported as one line; any other set-up failure fails every test that needs it."""
+    proc = subprocess.run([str(SETUP_TOOLS)], capture_output=True, text=True, timeout=850,
+                          check=False)
+    if proc.returncode == 3:
+        reason = " / ".join(proc.stderr.strip().splitlines()[-2:])
+        pytest.skip("HELM CHART NOT CHECKED: scripts/setup-helm-tools.sh could not reach the "
+                    "package index to install helm-python-sdk, kubernetes-validate and checkov "
+                    f"({reason})", allow_module_level=True)
+    if proc.returncode != 0:
+        return None, (f"scripts/setup-helm-tools.sh failed ({proc.returncode}):\n"
+                      f"{proc.stdout}\n{proc.stderr}")
+    where = subprocess.run([str(SETUP_TOOLS), "--print"], capture_output=True, text=True,
+                           timeout=60, check=False)
+    if where.returncode != 0:
+        return None, f"scripts/setup-helm-tools.sh --print failed: {where.stderr}"
+    return Path(where.stdout.strip()), ""
+
+
+TOOLS_PYTHON, TOOLS_ERROR = _set_up_tools()
+
+
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    """The .venv-tools Python (pinned helm-python-sdk, kubernetes-validate, checkov)."""
+    if TOOLS_PYTHON is None:
+        pytest.fail(TOOLS_ERROR)
+    return TOOLS_PYTHON
+
+
+def run_tool(python: Path, command: str, request: Any, timeout: float = 600) -> Any:
+    proc = subprocess.run([str(python), str(HELM_CHECK), command], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
+    assert proc.returncode == 0, f"helm_check.py {command} failed:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def rendered(tools: Path) -> dict[str, Any]:
+    return run_tool(tools, "render-json",
+                    {"cases": CASES, "release": RELEASE, "namespace": NAMESPACE})
+
+
+@pytest.fixture(scope="module")
+def linted(tools: Path) -> dict[str, Any]:
+    return run_tool(tools, "lint-json", {"cases": CASES, "kube_version": "v1.29.0"})
+
+
+def documents(rendered: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    result = rendered[case]
+    assert result["ok"], f"case {case!r} did not render: {result.get('error')}"
+    return [entry["doc"] for entry in result["documents"]]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs
+            if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+    return found[0]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    spec = workload["spec"]["template"]["spec"] if "template" in workload["spec"] \
+        else workload["spec"]
+    containers = spec["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container(workload).get("env", [])}
+
+
+def config_env_names(config_type: type) -> set[str]:
+    return {field.metadata["env"] for field in dataclasses.fields(config_type)}
+
+
+# --- assets ---------------------------------------------------------------------------------
+
+
+def test_chart_copies_of_dashboards_and_alerts_are_in_sync() -> None:
+    """The chart's dashboards/ and rules/ are byte-identical copies of deploy/grafana and
+    deploy/prometheus (Helm reads files only inside the chart; sync-chart-assets.sh copies)."""
+    proc = subprocess.run([str(SYNC_ASSETS), "--check"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    sources = {p.name: p for p in (ROOT / "deploy" / "grafana").glob("*.json")}
+    copies = {p.name: p for p in (CHART / "dashboards").glob("*.json")}
+    assert sorted(copies) == sorted(sources)
+    for name, source in sources.items():
+        assert copies[name].read_bytes() == source.read_bytes(), name
+    alerts = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+    copy = CHART / "rules" / "alerts.yaml"
+    assert alerts.is_file() == copy.is_file()
+    if alerts.is_file():
+        assert copy.read_bytes() == alerts.read_bytes()
+
+
+# --- lint and render ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lint_strict_is_clean(linted: dict[str, Any], case: str) -> None:
+    report = linted[case]
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == []
+    # Only INFO remains (e.g. "icon is recommended"); --strict fails on warnings and errors.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_renders_and_every_manifest_validates(rendered: dict[str, Any], case: str) -> None:
+    result = rendered[case]
+    assert result["ok"], result.get("error")
+    problems = [f"{e['template']}#{e['index']} {e['doc'].get('kind')}: {p}"
+                for e in result["documents"] for p in e["problems"]]
+    assert problems == []
+    kinds = {e["doc"]["kind"] for e in result["documents"]}
+    assert {"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "Pod"} <= kinds
+    assert "gamebackbone/templates/NOTES.txt" in result["manifests"]
+    names = [(e["doc"]["kind"], e["doc"]["metadata"]["name"]) for e in result["documents"]]
+    assert len(names) == len(set(names)), f"duplicate names: {sorted(names)}"
+    for entry in result["documents"]:
+        doc = entry["doc"]
+        assert len(doc["metadata"]["name"]) <= 63
+        namespace = doc["metadata"].get("namespace")
+        expected = "monitoring" if case == "everything" and doc["kind"] == "ConfigMap" \
+            else NAMESPACE
+        assert namespace == expected, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def test_default_release(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "default")
+    sts = one(docs, "StatefulSet", GAMESERVER)
+    spec = sts["spec"]
+    assert spec["replicas"] == 2
+    assert spec["podManagementPolicy"] == "Parallel"
+    headless = one(docs, "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {p["name"] for p in headless["spec"]["ports"]} == {"p2p", "mesh", "metrics"}
+    # Pods are <statefulset>-<ordinal>: the GameServer derives node id ordinal + 1.
+    assert ordinal_node_id(f"{sts['metadata']['name']}-0") == 1
+    assert ordinal_node_id(f"{sts['metadata']['name']}-4") == 5
+    env = env_of(sts)
+    assert env["GAMESERVER_NODE_ID"]["value"] == "ordinal"
+    assert env["GAMESERVER_ADVERTISE_HOST"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["REDIS_CONNECTION"]["value"] == "redis://redis-dev.k8s.home:6379/0"
+    assert "ADMIN_TOKEN" not in env and "AUTH_SECRET" not in env
+
+    deploy = one(docs, "Deployment", GATEWAY)
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    service = one(docs, "Service", GATEWAY)
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [
+        {"name": "client", "port": 5000, "targetPort": "client", "protocol": "TCP"}]
+    metrics = one(docs, "Service", f"{GATEWAY}-metrics")
+    assert metrics["spec"]["type"] == "ClusterIP"
+
+    assert container(deploy)["image"] == "gamebackbone/gateway:0.1.0"
+    assert container(sts)["image"] == "gamebackbone/gameserver:0.1.0"
+    assert {p["metadata"]["name"] for p in find(docs, "PodDisruptionBudget")} == {
+        GATEWAY, GAMESERVER}
+    assert find(docs, "HorizontalPodAutoscaler") == []
+    assert find(docs, "Secret") == []
+    assert find(docs, "ServiceMonitor") == [] and find(docs, "PrometheusRule") == []
+    # NetworkPolicies are on by default (P2P and mesh have no authentication).
+    assert len(find(docs, "NetworkPolicy")) == 3
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pods_are_locked_down_and_probed(rendered: dict[str, Any], case: str) -> None:
+    docs = documents(rendered, case)
+    workloads = find(docs, "Deployment") + find(docs, "StatefulSet") + find(docs, "Pod")
+    assert len(workloads) == 3
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"] if workload["kind"] != "Pod" \
+            else workload["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False
+        ctr = container(workload)
+        sc = ctr["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True
+        assert {"requests", "limits"} <= set(ctr["resources"])
+        assert any(m["mountPath"] == "/tmp" for m in ctr["volumeMounts"])
+        if workload["kind"] == "Pod":
+            continue
+        ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+        env = env_of(workload)
+        metrics_var = "GATEWAY_METRICS_PORT" if workload["kind"] == "Deployment" \
+            else "GAMESERVER_METRICS_PORT"
+        assert str(ports["metrics"]) == env[metrics_var]["value"]
+        assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_termination_grace_outlasts_the_drain(rendered: dict[str, Any], case: str) -> None:
+    docs = documents(rendered, case)
+    sts = one(docs, "StatefulSet")
+    drain = float(env_of(sts)["GAMESERVER_DRAIN_TIMEOUT_S"]["value"])
+    grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > 2 * drain + 2, "GameServer: handover + final flush, then margin"
+    deploy = one(docs, "Deployment")
+    drain_grace = float(env_of(deploy)["GATEWAY_DRAIN_GRACE_S"]["value"])
+    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain_grace + 2
+
+
+def test_overrides(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "replicas5")
+    assert one(docs, "StatefulSet")["spec"]["replicas"] == 5
+    assert "node ids 1..5" in rendered["replicas5"]["manifests"][
+        "gamebackbone/templates/NOTES.txt"]
+
+    docs = documents(rendered, "nodeport")
+    spec = one(docs, "Service", GATEWAY)["spec"]
+    assert spec["type"] == "NodePort"
+    assert spec["ports"][0]["nodePort"] == 30500
+    assert "nodePort" in rendered["nodeport"]["manifests"]["gamebackbone/templates/NOTES.txt"]
+
+    docs = documents(rendered, "hpa")
+    hpa = one(docs, "HorizontalPodAutoscaler", GATEWAY)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": GATEWAY}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+    assert "replicas" not in one(docs, "Deployment", GATEWAY)["spec"]
+
+    docs = documents(rendered, "long-names")
+    sts = one(docs, "StatefulSet")
+    assert len(sts["metadata"]["name"]) <= 52
+    assert ordinal_node_id(f"{sts['metadata']['name']}-7") == 8
+    assert all(len(d["metadata"]["name"]) <= 63 for d in docs)
+
+
+def test_redis_connection_options(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "redis-secret")
+    for workload in (one(docs, "Deployment"), one(docs, "StatefulSet")):
+        assert env_of(workload)["REDIS_CONNECTION"]["valueFrom"] == {
+            "secretKeyRef": {"name": "gb-redis", "key": "redis-url"}}
+    assert find(docs, "Secret") == []
+
+    docs = documents(rendered, "redis-password")
+    secret = one(docs, "Secret", FULLNAME)
+    url = secret["stringData"]["redis-url"]
+    assert url.startswith("redis://:") and url.endswith("@redis-dev.k8s.home:6379/3")
+    assert REDIS_PASSWORD not in url, "the password must be percent-encoded in the URL"
+    for workload in (one(docs, "Deployment"), one(docs, "StatefulSet")):
+        assert env_of(workload)["REDIS_CONNECTION"]["valueFrom"] == {
+            "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}}
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+
+
+def test_network_policies(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "networkpolicy")
+    gs = one(docs, "NetworkPolicy", GAMESERVER)
+    assert gs["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gameserver"
+    p2p_rule, metrics_rule = gs["spec"]["ingress"]
+    assert {p["port"] for p in p2p_rule["ports"]} == {"p2p", "mesh"}
+    release_pods = {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "gamebackbone", "app.kubernetes.io/instance": RELEASE}}}
+    assert p2p_rule["from"] == [release_pods, {"ipBlock": {"cidr": "192.168.1.10/32"}}]
+    assert metrics_rule["from"][0]["namespaceSelector"]
+    gw = one(docs, "NetworkPolicy", GATEWAY)
+    client_rule = gw["spec"]["ingress"][0]
+    assert client_rule["from"] == [release_pods, {"ipBlock": {"cidr": "192.168.0.0/16"}}], \
+        "the helm test pod must stay allowed"
+    test_pod = one(docs, "Pod")
+    selected = one(docs, "NetworkPolicy", f"{FULLNAME}-test")["spec"]["podSelector"]
+    assert selected["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+    assert find(documents(rendered, "networkpolicy-off"), "NetworkPolicy") == []
+
+
+def test_monitoring_objects(tools: Path, rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "monitoring")
+    monitor = one(docs, "ServiceMonitor", FULLNAME)
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s for s in find(docs, "Service")
+               if selector.items() <= s["metadata"]["labels"].items()]
+    assert sorted(s["metadata"]["name"] for s in scraped) == sorted(
+        [f"{GATEWAY}-metrics", GAMESERVER])
+    for service in scraped:
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+    rule = one(docs, "PrometheusRule", FULLNAME)
+    [source] = run_tool(tools, "yaml-json",
+                        {"files": [str(ROOT / "deploy" / "prometheus" / "alerts.yaml")]})
+    assert rule["spec"]["groups"] == source[0]["groups"], \
+        "the PrometheusRule carries deploy/prometheus/alerts.yaml unchanged"
+
+    dashboards = find(docs, "ConfigMap")
+    sources = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
+    assert len(dashboards) == len(sources)
+    by_key = {key: value for cm in dashboards for key, value in cm["data"].items()}
+    for source_path in sources:
+        assert by_key[source_path.name] == source_path.read_text()
+    for cm in dashboards:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_helm_test_hook(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "default")
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    ctr = container(pod)
+    assert ctr["image"] == container(one(docs, "Deployment"))["image"]
+    assert ctr["command"] == ["python", "-m", "test_client"]
+    args = ctr["args"]
+    assert args[args.index("--host") + 1] == f"{GATEWAY}.{NAMESPACE}.svc"
+    assert args[args.index("--port") + 1] == "5000"
+    assert args[args.index("--user-id") + 1] == "1"
+    assert args[-2:] == ["--run", "echo hello; logout"]
+
+
+# --- values that must be refused --------------------------------------------------------------
+
+
+def test_schema_rejects_bad_values(tools: Path) -> None:
+    cases = {f"bad{i}": values for i, (values, _) in enumerate(BAD_VALUES)}
+    results = run_tool(tools, "render-json", {"cases": cases})
+    for i, (values, where) in enumerate(BAD_VALUES):
+        result = results[f"bad{i}"]
+        assert not result["ok"], f"accepted {values}"
+        assert result["error_type"] == "HelmValuesError", result["error"]
+        assert "schema" in result["error"] and where in result["error"], result["error"]
+    lint = run_tool(tools, "lint-json", {"cases": {"bad": BAD_VALUES[0][0]}})["bad"]
+    assert any("/gameserver/replicas" in error for error in lint["errors"]), lint
+
+
+def test_templates_refuse_inconsistent_values(tools: Path) -> None:
+    cases = {f"refused{i}": values for i, (values, _) in enumerate(REFUSED_BY_TEMPLATES)}
+    results = run_tool(tools, "render-json", {"cases": cases})
+    for i, (values, message) in enumerate(REFUSED_BY_TEMPLATES):
+        result = results[f"refused{i}"]
+        assert not result["ok"], f"accepted {values}"
+        assert result["error_type"] == "HelmRenderError", result["error"]
+        assert message in result["error"], result["error"]
+
+
+# --- checkov ----------------------------------------------------------------------------------
+
+
+def test_checkov_passes(tools: Path, rendered: dict[str, Any]) -> None:
+    # One YAML stream per case (a JSON document is YAML): checkov names the file it failed.
+    files = {f"{case}.yaml": "".join("---\n" + json.dumps(e["doc"]) + "\n"
+                                     for e in rendered[case]["documents"])
+             for case in CASES}
+    report = run_tool(tools, "checkov-json", {"files": files})
+    assert report["passed"] > 100 * len(CASES), report["passed"]
+    failed = [f for f in report["failed"]
+              # Without NetworkPolicies (an explicit choice) checkov rightly says so.
+              if not (f["file"] == "networkpolicy-off.yaml" and f["check"] == "CKV2_K8S_6")]
+    assert failed == []
+    assert {f["file"] for f in report["failed"]} <= {"networkpolicy-off.yaml"}
+    for skip in report["skipped"]:
+        assert len(skip["reason"]) > 20, f"suppressed without a reason: {skip}"
+
+
+# --- the services accept what the chart configures --------------------------------------------
+
+#: Set by the chart's templates (the rest may come from gateway.env / gameserver.env).
+CHART_MANAGED = {
+    "gateway": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
+                "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_DRAIN_GRACE_S"},
+    "gameserver": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
+                   "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST", "GAMESERVER_P2P_PORT",
+                   "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT",
+                   "GAMESERVER_DRAIN_TIMEOUT_S", "ADMIN_TOKEN", "AUTH_MODE", "AUTH_SECRET"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_env_names_are_service_settings(rendered: dict[str, Any], case: str) -> None:
+    docs = documents(rendered, case)
+    gateway_env = set(env_of(one(docs, "Deployment")))
+    gameserver_env = set(env_of(one(docs, "StatefulSet")))
+    assert gateway_env - config_env_names(GatewayConfig) == set()
+    assert gameserver_env - config_env_names(GameServerConfig) == set()
+    assert gateway_env >= CHART_MANAGED["gateway"] - {"ADMIN_TOKEN"}
+    if case == "everything":
+        assert gameserver_env >= CHART_MANAGED["gameserver"]
+
+
+def test_every_service_setting_can_be_set_through_the_chart() -> None:
+    """The schema's gateway.env / gameserver.env names plus what the templates set are
+    exactly the services' settings: a new setting fails here until the chart knows it."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for component, config_type in (("gateway", GatewayConfig),
+                                   ("gameserver", GameServerConfig)):
+        extra = set(schema["properties"][component]["properties"]["env"]["propertyNames"]["enum"])
+        managed = CHART_MANAGED[component]
+        assert extra & managed == set()
+        assert extra | managed == config_env_names(config_type), component
+
+
+# --- live run -----------------------------------------------------------------------------------
+
+
+class Service:
+    """A service process started with an exact environment (not tests.support's defaults)."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        inherited = {k: v for k, v in os.environ.items() if k not in service_env_names()}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                command, env={**inherited, **IMAGE_ENV, **env}, cwd=ROOT,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent)
+        track_child(self.proc)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, port: int, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.name} exited {self.proc.returncode} before it was ready:\n"
+                            f"{self.text()[-3000:]}")
+            try:
+                status, body = http_get("127.0.0.1", port, "/readyz", 1.0)
+                if status == 200:
+                    return body
+                last = f"{status} {body.strip()}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        pytest.fail(f"{self.name} not ready within {timeout} s ({last}):\n{self.text()[-3000:]}")
+
+    def stop(self, timeout: float) -> tuple[int | None, float]:
+        """SIGTERM and wait (the drain); returns the exit code and how long it took."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        untrack_child(self.proc)
+        return self.proc.returncode, time.monotonic() - started
+
+
+def resolve_env(env: list[dict[str, Any]], secrets: dict[tuple[str, str], str],
+                redis_port: int, ports: dict[str, int]) -> dict[str, str]:
+    """What the kubelet would give the container, with the cluster-only parts replaced:
+    status.podIP -> 127.0.0.1, Redis -> the local redis-server (same URL otherwise),
+    ports -> free ports. Everything else is exactly as rendered."""
+    resolved: dict[str, str] = {}
+    for item in env:
+        name = item["name"]
+        if "value" in item:
+            value = str(item["value"])
+        elif "fieldRef" in item.get("valueFrom", {}):
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+            value = "127.0.0.1"
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = secrets[(ref["name"], ref["key"])]
+        if name == "REDIS_CONNECTION":
+            parts = urlsplit(value if "://" in value else f"redis://{value}/0")
+            userinfo = parts.netloc.rpartition("@")[0]
+            netloc = f"{userinfo}@127.0.0.1:{redis_port}" if userinfo \
+                else f"127.0.0.1:{redis_port}"
+            value = urlunsplit(parts._replace(netloc=netloc))
+        if name in ports:
+            value = str(ports[name])
+        resolved[name] = value
+    return resolved
+
+
+@pytest.fixture
+def local_redis(tmp_path: Path) -> Iterator[LocalRedisServer]:
+    try:
+        server = LocalRedisServer(tmp_path / "redis", persistent=False).start()
+    except RedisUnavailable as exc:
+        pytest.skip(f"the live run needs a redis-server binary ({exc})")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def uts_namespace_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "--uts", "true"], capture_output=True, timeout=10,
+                              check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.parametrize("case", LIVE_CASES)
+def test_services_run_with_the_rendered_configuration(
+    rendered: dict[str, Any], case: str, local_redis: LocalRedisServer, tmp_path: Path
+) -> None:
+    docs = documents(rendered, case)
+    secrets = dict(EXISTING_SECRETS)
+    for secret in find(docs, "Secret"):
+        for key, value in secret.get("stringData", {}).items():
+            secrets[(secret["metadata"]["name"], key)] = value
+    if case == "redis-password":
+        with local_redis.client() as client:
+            client.config_set("requirepass", REDIS_PASSWORD)
+
+    sts = one(docs, "StatefulSet")
+    deploy = one(docs, "Deployment")
+    test_pod = one(docs, "Pod")
+    ordinal = sts["spec"]["replicas"] - 1
+    pod_name = f"{sts['metadata']['name']}-{ordinal}"
+
+    gs_ports = {n: free_port() for n in
+                ("GAMESERVER_P2P_PORT", "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT")}
+    gw_ports = {n: free_port() for n in ("GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT")}
+    gs_env = resolve_env(container(sts)["env"], secrets, local_redis.port, gs_ports)
+    gw_env = resolve_env(container(deploy)["env"], secrets, local_redis.port, gw_ports)
+
+    command = [sys.executable, "-m", "gameserver"]
+    if gs_env["GAMESERVER_NODE_ID"] == "ordinal":
+        if uts_namespace_works():
+            # The pod's host name, as Kubernetes sets it for a StatefulSet pod.
+            command = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
+                       pod_name, *command]
+        else:
+            print(f"unshare --uts is not permitted here: GAMESERVER_NODE_ID=ordinal replaced "
+                  f"by {ordinal + 1}, the id the pod {pod_name} would derive")
+            gs_env["GAMESERVER_NODE_ID"] = str(ordinal + 1)
+    gameserver = Service("gameserver", command, gs_env, tmp_path / "gameserver.log")
+    gateway: Service | None = None
+    try:
+        body = gameserver.wait_ready(gs_ports["GAMESERVER_METRICS_PORT"])
+        assert body.startswith(f"ready: node {ordinal + 1},"), body
+        assert f"Node id {ordinal + 1} from the StatefulSet ordinal of {pod_name}" \
+            in gameserver.text()
+
+        gateway = Service("gateway", [sys.executable, "-m", "gateway"], gw_env,
+                          tmp_path / "gateway.log")
+        gateway.wait_ready(gw_ports["GATEWAY_METRICS_PORT"])
+
+        # The helm test pod's command, against the local Gateway.
+        pod_env = resolve_env(container(test_pod).get("env", []), secrets, local_redis.port, {})
+        args = list(container(test_pod)["args"])
+        args[args.index("--host") + 1] = "127.0.0.1"
+        args[args.index("--port") + 1] = str(gw_ports["GATEWAY_CLIENT_PORT"])
+        args = [re.sub(r"\$\((\w+)\)", lambda m: pod_env[m.group(1)], a) for a in args]
+        assert container(test_pod)["command"][0] == "python"
+        client = subprocess.run([sys.executable, *container(test_pod)["command"][1:], *args],
+                                capture_output=True, text=True, timeout=60, check=False,
+                                cwd=ROOT, env={**os.environ, **IMAGE_ENV})
+        assert client.returncode == 0, f"helm test command failed:\n{client.stdout}\n" \
+            f"{client.stderr}\n--- gateway ---\n{gateway.text()[-2000:]}"
+        assert "ok echo" in client.stdout and "ok logout" in client.stdout, client.stdout
+
+        if "ADMIN_TOKEN" in gs_env:
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", gs_ports["GAMESERVER_METRICS_PORT"], timeout=5)
+            conn.request("POST", "/admin/kick?user_id=999", headers={
+                "Authorization": f"Bearer {gs_env['ADMIN_TOKEN']}"})
+            answer = conn.getresponse()
+            # Not "admin endpoints are off": the token reached the GameServer.
+            assert (answer.status, json.loads(answer.read())) == (404, {"kicked": False})
+            conn.close()
+    finally:
+        gw_grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        gs_grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        if gateway is not None:
+            code, took = gateway.stop(timeout=gw_grace)
+            assert code == 0, gateway.text()[-2000:]
+            assert took < gw_grace
+        code, took = gameserver.stop(timeout=gs_grace)
+        assert code == 0, gameserver.text()[-2000:]
+        assert took < gs_grace
