@@ -62,6 +62,18 @@ def session_keys(redis_url: str, session_id: int) -> list[bytes]:
         client.close()
 
 
+async def users_on_two_nodes(cluster: Cluster, gateway_a: int, gateway_b: int) -> tuple[
+        tuple[RawClient, dict[str, Any]], tuple[RawClient, dict[str, Any]]]:
+    """Two logged-in users whose sessions live on two different GameServers."""
+    first = await login(cluster, gateway_a, new_user_id())
+    for _ in range(20):
+        second = await login(cluster, gateway_b, new_user_id())
+        if second[1]["node_id"] != first[1]["node_id"]:
+            return first, second
+        await second[0].close()
+    pytest.fail("never got two users on two GameServers")
+
+
 async def test_cross_node_duplicate_login(cluster: Cluster) -> None:
     wait_until(lambda: live_gameservers_seen(cluster, 3), timeout=15)
     for _ in range(20):
@@ -151,16 +163,8 @@ async def test_quick_reconnect_racing_the_old_close(cluster: Cluster) -> None:
 
 
 async def test_whisper_across_nodes_and_gateways(cluster: Cluster) -> None:
-    alice_id = new_user_id()
-    alice, alice_login = await login(cluster, 0, alice_id)
-    for _ in range(20):
-        bob_id = new_user_id()
-        bob, bob_login = await login(cluster, 1, bob_id)
-        if bob_login["node_id"] != alice_login["node_id"]:
-            break
-        await bob.close()
-    else:
-        pytest.fail("never got two users on two GameServers")
+    (alice, alice_login), (bob, bob_login) = await users_on_two_nodes(cluster, 0, 1)
+    alice_id, bob_id = alice_login["user_id"], bob_login["user_id"]
     res = await alice.request(MsgType.WHISPER_REQ, 2, {"to_user_id": bob_id, "text": "hi"})
     assert res.payload == {"delivered": True}
     note = await bob.expect(MsgType.WHISPER_NTF, 0)
@@ -402,16 +406,8 @@ async def test_whisper_to_an_unreachable_owner_is_a_typed_error(
     system_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     cluster: Cluster = system_factory(gameservers=2, gateways=1, env=CLUSTER_ENV)
-    alice_id = new_user_id()
-    alice, alice_login = await login(cluster, 0, alice_id)
-    for _ in range(20):
-        bob_id = new_user_id()
-        bob, bob_login = await login(cluster, 0, bob_id)
-        if bob_login["node_id"] != alice_login["node_id"]:
-            break
-        await bob.close()
-    else:
-        pytest.fail("never got two users on two GameServers")
+    (alice, _), (bob, bob_login) = await users_on_two_nodes(cluster, 0, 0)
+    bob_id = bob_login["user_id"]
     bobs_node = next(n for n in cluster.gameservers if n.node_id == bob_login["node_id"])
     bobs_node.process.send_signal(signal.SIGSTOP)
     try:

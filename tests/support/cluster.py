@@ -40,16 +40,10 @@ _gameserver_ids = itertools.count(1)
 _gateway_ids = itertools.count(1)
 
 
-@dataclass
-class GameServerNode:
-    """One GameServer process and the ports it was given."""
+class _NodeControl:
+    """Process control shared by both kinds of node (they keep node id and ports)."""
 
-    node_id: int
-    p2p_port: int
-    mesh_port: int
-    metrics_port: int
     process: ServiceProcess
-    host: str = LOOPBACK
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         self.process.wait_ready(timeout)
@@ -75,7 +69,19 @@ class GameServerNode:
 
 
 @dataclass
-class GatewayNode:
+class GameServerNode(_NodeControl):
+    """One GameServer process and the ports it was given."""
+
+    node_id: int
+    p2p_port: int
+    mesh_port: int
+    metrics_port: int
+    process: ServiceProcess
+    host: str = LOOPBACK
+
+
+@dataclass
+class GatewayNode(_NodeControl):
     """One Gateway process; clients connect to ``(host, client_port)``."""
 
     node_id: int
@@ -89,25 +95,6 @@ class GatewayNode:
     def address(self) -> tuple[str, int]:
         """``(host, port)`` for game clients."""
         return (self.host, self.client_port)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        self.process.wait_ready(timeout)
-
-    def terminate(self, timeout: float = 15.0) -> int | None:
-        return self.process.terminate(timeout)
-
-    def kill(self) -> int | None:
-        return self.process.kill()
-
-    def start(self, wait_ready: bool = True, timeout: float = 20.0) -> None:
-        self.process.start()
-        if wait_ready:
-            self.process.wait_ready(timeout)
-
-    def restart(
-        self, *, kill: bool = False, wait_ready: bool = True, timeout: float = 20.0
-    ) -> None:
-        self.process.restart(kill=kill, wait_ready=wait_ready, timeout=timeout)
 
 
 @dataclass
