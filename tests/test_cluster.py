@@ -491,3 +491,24 @@ async def test_gateway_replicas_may_share_a_node_id(system_factory) -> None:  # 
             assert res.payload == {"n": seq}
     for client in clients:
         await client.close()
+
+
+async def test_drain_right_after_a_peer_died_still_hands_everything_over(
+    system_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """The dead peer is still in the registry for a while: sessions that cannot reach it
+    go to another peer instead of being kicked."""
+    cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
+    load = await Load.start(cluster, 30)
+    victim = load.victim
+    dead = next(n for n in cluster.gameservers if n is not victim)
+    dead.kill()
+    victim.process.send_signal(signal.SIGTERM)
+    await wait_until_async(lambda: not victim.process.running, timeout=30,
+                           message="the drained GameServer did not exit")
+    await load.everyone_advances(3, timeout=20)
+    drained = [p for p in load.affected]
+    assert drained, "nobody was on the drained GameServer"
+    for player in drained:
+        assert player.client.reconnect_count == 0, "a drained client had to reconnect"
+    await load.finish()

@@ -266,13 +266,14 @@ class GameServerApp:
                 log.error("Could not renew session leases: %s", exc)
 
     # ------------------------------------------------------------------ drain
-    def pick_handover_target(self) -> int | None:
+    def pick_handover_target(self, exclude: set[int]) -> int | None:
         """A live, non-draining peer with the fewest sessions (counting what we already
-        handed it during this drain)."""
+        handed it during this drain), other than those in ``exclude``."""
         best: int | None = None
         best_load = 0
         for node_id, (_, _, fields) in self.peers.items():
-            if node_id == self.node_id or fields.get("draining") == "1":
+            if (node_id == self.node_id or node_id in exclude or fields.get("draining") == "1"
+                    or (self.mesh is not None and self.mesh.is_down(node_id))):
                 continue
             load = int(fields.get("sessions", "0") or 0) + self._handover_assigned.get(node_id, 0)
             if best is None or load < best_load:

@@ -35,6 +35,8 @@ from protocol.payload import encode_message
 log = logging.getLogger("gameserver.hub")
 
 TOMBSTONE_MS = 24 * 3600 * 1000
+#: Peers tried per session during a drain before it falls back to a SERVER_SHUTDOWN kick.
+HANDOVER_ATTEMPTS = 3
 REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
 
 _Item = tuple[int, bytes, int, bytes]  # kind, gateway_id, pinned session id, body
@@ -81,8 +83,9 @@ class Hub:
         self.accepting = True
         #: Set by the app once the mesh is up; None on a node without peers.
         self.mesh: MeshClient | None = None
-        #: While draining: picks the peer that gets the next session (set by the app).
-        self.pick_target: Callable[[], int | None] = lambda: None
+        #: While draining: picks the peer that gets the next session, not one of those
+        #: given (set by the app).
+        self.pick_target: Callable[[set[int]], int | None] = lambda tried: None
         self._handover_waiting: set[bytes] = set()
         self._handover_settled = asyncio.Event()
         link.on_dropped = self._records_dropped
@@ -517,14 +520,14 @@ class Hub:
     # ----------------------------------------------------------------- drain handover
     def _reroute(self, gateway_id: bytes, socket_id: bytes, frame: bytes) -> bool:
         """Draining: a frame for a session we do not hold goes to a peer, with its socket."""
-        target = self.pick_target()
+        target = self.pick_target(set())
         if target is None:
             return False
         self.link.send(gateway_id, Kind.REROUTE, socket_id, 0,
                        pack_reroute(f"gs-{target}".encode(), frame))
         return True
 
-    async def hand_over_all(self, pick_target: Callable[[], int | None],
+    async def hand_over_all(self, pick_target: Callable[[set[int]], int | None],
                             timeout_s: float) -> None:
         """Give every attached session to another GameServer, invisibly to its client.
 
@@ -578,20 +581,28 @@ class Hub:
             self.link.send(gateway_id, Kind.PIN, socket_id, 0, self.routing_id)  # un-hold
             return "gone"
         await self.commits.barrier()
-        target = self.pick_target()
-        if target is None or self.mesh is None or session.closed:
-            self.pin(session)  # un-hold: we keep it; the shutdown kick follows
-            return "no_target" if target is None else "gone"
-        try:
-            reply = await self.mesh.call(target, "adopt", {
-                "session_id": session.session_id, "gateway": gateway_id.decode(),
-                "socket": socket_id.hex()}, self.mesh_deadline_s)
-        except MeshError as exc:
-            log.warning("Handover of SessionId=%d to node %d failed: %s", session.session_id,
-                        target, exc)
-            self.pin(session)
-            return "failed"
-        if not reply.get("adopted"):
+        tried: set[int] = set()
+        while True:
+            target = self.pick_target(tried)
+            if target is None or self.mesh is None or session.closed:
+                self.pin(session)  # un-hold: we keep it; the shutdown kick follows
+                if session.closed:
+                    return "gone"
+                return "no_target" if not tried else "failed"
+            tried.add(target)
+            try:
+                reply = await self.mesh.call(target, "adopt", {
+                    "session_id": session.session_id, "gateway": gateway_id.decode(),
+                    "socket": socket_id.hex()}, self.mesh_deadline_s)
+            except MeshError as exc:
+                log.warning("Handover of SessionId=%d to node %d failed: %s",
+                            session.session_id, target, exc)
+                if exc.code == "UNREACHABLE" and len(tried) < HANDOVER_ATTEMPTS:
+                    continue  # never reached it: another peer may take the session
+                self.pin(session)
+                return "failed"
+            if reply.get("adopted"):
+                break
             self.pin(session)
             return "failed"
         self.sessions.forget(session)

@@ -171,6 +171,11 @@ class MeshClient:
             else:
                 self._down.discard(endpoint)
 
+    def is_down(self, node_id: int) -> bool:
+        """Its connection dropped (it is probably dead, whatever the registry says)."""
+        endpoint = self.peers.get(node_id)
+        return endpoint is not None and endpoint in self._down
+
     def _hang_up(self, node_id: int) -> None:
         endpoint = self.peers.pop(node_id)
         self._down.discard(endpoint)
