@@ -492,7 +492,7 @@ def test_helm_test_hook(rendered: dict[str, Any]) -> None:
     args = ctr["args"]
     assert args[args.index("--host") + 1] == f"{GATEWAY}.{NAMESPACE}.svc"
     assert args[args.index("--port") + 1] == "5000"
-    assert args[args.index("--user-id") + 1] == "1"
+    assert args[args.index("--user-id") + 1] == "2000000000"  # an id no player has, by default
     assert args[-2:] == ["--run", "echo hello; logout"]
 
 
