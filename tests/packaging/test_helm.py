@@ -43,10 +43,10 @@ from servicekit.registry import ordinal_node_id
 from tests.support.ports import free_port
 from tests.support.processes import (
     die_with_parent,
-    http_get,
     service_env_names,
     track_child,
     untrack_child,
+    wait_readyz,
 )
 from tests.support.redis_servers import LocalRedisServer, RedisUnavailable
 
@@ -598,21 +598,11 @@ class Service:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, port: int, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"{self.name} exited {self.proc.returncode} before it was ready:\n"
-                            f"{self.text()[-3000:]}")
-            try:
-                status, body = http_get("127.0.0.1", port, "/readyz", 1.0)
-                if status == 200:
-                    return body
-                last = f"{status} {body.strip()}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} not ready within {timeout} s ({last}):\n{self.text()[-3000:]}")
+        def gone() -> str | None:
+            code = self.proc.poll()
+            return None if code is None else f"exited {code}"
+
+        return wait_readyz(self.name, port, timeout, gone, lambda: self.text()[-3000:])
 
     def stop(self, timeout: float) -> tuple[int | None, float]:
         """SIGTERM and wait (the drain); returns the exit code and how long it took."""

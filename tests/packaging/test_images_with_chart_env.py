@@ -41,7 +41,7 @@ from tests.packaging.test_helm import (  # noqa: F401  (rendered, tools: fixture
     tools,
 )
 from tests.support.ports import free_port
-from tests.support.processes import http_get
+from tests.support.processes import wait_readyz
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -123,22 +123,12 @@ def images() -> Iterator[None]:
 
 
 def wait_ready(name: str, port: int, timeout: float = READY_TIMEOUT_S) -> str:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
+    def gone() -> str | None:
         state = docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name,
                        check=False).stdout.strip()
-        if not state.startswith("running"):
-            pytest.fail(f"{name} is {state!r} before it was ready\n{logs(name)}")
-        try:
-            status, body = http_get("127.0.0.1", port, "/readyz", 1.0)
-            if status == 200:
-                return body
-            last = f"{status} {body.strip()}"
-        except OSError as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    pytest.fail(f"{name} /readyz not 200 within {timeout} s ({last})\n{logs(name)}")
+        return None if state.startswith("running") else f"is {state!r}"
+
+    return wait_readyz(name, port, timeout, gone, lambda: logs(name), interval=0.2)
 
 
 def test_images_run_with_the_rendered_env(rendered: dict[str, Any],  # noqa: F811

@@ -158,6 +158,38 @@ def service_environment(extra: Mapping[str, str | None] | None = None) -> dict[s
 # --- HTTP probes --------------------------------------------------------------------------
 
 
+def wait_readyz(
+    name: str,
+    port: int,
+    timeout: float,
+    gone: Callable[[], str | None],
+    logs: Callable[[], str],
+    interval: float = 0.1,
+) -> str:
+    """Poll ``/readyz`` on 127.0.0.1:``port`` until 200; returns the body.
+
+    ``gone`` says why the service can no longer become ready (exited, container stopped)
+    or None; ``logs`` is what a failure shows. Fails the test on either outcome.
+    """
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        reason = gone()
+        if reason is not None:
+            pytest.fail(f"{name} {reason} before it was ready:\n{logs()}")
+        try:
+            status, body = http_get("127.0.0.1", port, "/readyz", 1.0)
+            if status == 200:
+                return body
+            last = f"{status} {body.strip()}"
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(interval)
+    pytest.fail(f"{name} /readyz not 200 within {timeout} s ({last}):\n{logs()}")
+
+
 def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
     """``(status, body)`` of a plain GET.
 
