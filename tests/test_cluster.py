@@ -333,6 +333,14 @@ class Load:
             await player.client.close()
 
 
+async def drain(node: Any) -> None:
+    """SIGTERM, then wait (without blocking the event loop: the clients keep playing)."""
+    node.process.send_signal(signal.SIGTERM)
+    await wait_until_async(lambda: not node.process.running, timeout=30,
+                           message="the drained GameServer did not exit")
+    assert node.process.wait_exit(5) == 0
+
+
 async def test_kill_9_failover_under_load_is_exactly_once(system_factory) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
     load = await Load.start(cluster, 30)
@@ -355,11 +363,7 @@ async def test_sigterm_drain_under_load_has_no_client_visible_errors(
     cluster: Cluster = system_factory(gameservers=3, gateways=2, env=CLUSTER_ENV)
     load = await Load.start(cluster, 30)
     victim = load.victim
-    victim.process.send_signal(signal.SIGTERM)
-    # The clients keep playing while it drains (nothing here blocks the event loop).
-    await wait_until_async(lambda: not victim.process.running, timeout=30,
-                           message="the drained GameServer did not exit")
-    assert victim.process.wait_exit(5) == 0
+    await drain(victim)
     await load.everyone_advances(3, timeout=15)
     for player in load.players:
         assert player.client.reconnect_count == 0, "a client noticed the drain"
@@ -503,12 +507,9 @@ async def test_drain_right_after_a_peer_died_still_hands_everything_over(
     victim = load.victim
     dead = next(n for n in cluster.gameservers if n is not victim)
     dead.kill()
-    victim.process.send_signal(signal.SIGTERM)
-    await wait_until_async(lambda: not victim.process.running, timeout=30,
-                           message="the drained GameServer did not exit")
+    await drain(victim)
     await load.everyone_advances(3, timeout=20)
-    drained = [p for p in load.affected]
-    assert drained, "nobody was on the drained GameServer"
-    for player in drained:
+    assert load.affected, "nobody was on the drained GameServer"
+    for player in load.affected:
         assert player.client.reconnect_count == 0, "a drained client had to reconnect"
     await load.finish()
