@@ -89,6 +89,21 @@ def untrack_child(proc: subprocess.Popen[bytes]) -> None:
         _children.discard(proc)
 
 
+
+def stop_child(proc: subprocess.Popen[bytes], timeout: float,
+               send_term: Callable[[], None]) -> None:
+    """Ask a child to stop (``send_term``), wait up to ``timeout``, SIGKILL after that;
+    then forget it. A no-op for a child that has already exited."""
+    if proc.poll() is None:
+        send_term()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    untrack_child(proc)
+
+
 def stop_all_processes() -> None:
     """SIGKILL every child process started by these helpers that is still running.
 
@@ -326,14 +341,7 @@ class ServiceProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            self.send_sigterm()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        untrack_child(proc)
+        stop_child(proc, timeout, self.send_sigterm)
         return proc.returncode
 
     def kill(self) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from tests.support.ports import free_port
-from tests.support.processes import die_with_parent, track_child, untrack_child
+from tests.support.processes import die_with_parent, stop_child, track_child, untrack_child
 
 #: Image used when Redis runs in Docker (override with GB_TEST_REDIS_IMAGE).
 DEFAULT_IMAGE = "redis:7-alpine"
@@ -228,15 +228,11 @@ class LocalRedisServer(RedisServer):
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
+        def terminate() -> None:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        untrack_child(proc)
+
+        stop_child(proc, timeout, terminate)
 
     def kill(self) -> None:
         """SIGKILL: a crash. With ``persistent=True`` acknowledged writes still survive."""
