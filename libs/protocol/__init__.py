@@ -14,11 +14,19 @@ from protocol.frame import (
     encode_frame,
     read_header,
 )
-from protocol.messages import RESPONSE_TYPE, ErrorCode, KickReason, MsgType
+from protocol.messages import (
+    FIRST_NOTIFICATION_TYPE,
+    RESPONSE_TYPE,
+    ErrorCode,
+    KickReason,
+    MsgType,
+    answers_a_request,
+)
 from protocol.payload import BadPayload, decode_payload, encode_message
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "FIRST_NOTIFICATION_TYPE",
     "FLAG_LZ4",
     "HEADER_SIZE",
     "RESPONSE_TYPE",
@@ -29,6 +37,7 @@ __all__ = [
     "KickReason",
     "MsgType",
     "ProtocolViolation",
+    "answers_a_request",
     "decode_payload",
     "encode_frame",
     "encode_message",

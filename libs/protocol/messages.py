@@ -29,6 +29,18 @@ class MsgType(IntEnum):
     WHISPER_NTF = 201
 
 
+#: Types from here up are notifications: server-initiated, sequence id 0, answering no
+#: request. Every type below it that a server sends (a ``*_RES`` or ``ERROR_RES``) answers
+#: exactly one request, which is how the Gateway counts a connection's requests in flight
+#: without parsing payloads.
+FIRST_NOTIFICATION_TYPE = 200
+
+
+def answers_a_request(msg_type: int) -> bool:
+    """True for a response (or ERROR_RES), False for a notification (KICKOUT_NTF, ...)."""
+    return msg_type < FIRST_NOTIFICATION_TYPE
+
+
 #: Request type -> its success response type.
 RESPONSE_TYPE: dict[int, int] = {
     MsgType.LOGIN_REQ: MsgType.LOGIN_RES,
@@ -53,6 +65,8 @@ class ErrorCode(StrEnum):
     SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"
     SERVER_BUSY = "SERVER_BUSY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    #: The Gateway's per-connection rate limit refused this frame; retry it later.
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class KickReason(StrEnum):
@@ -62,3 +76,7 @@ class KickReason(StrEnum):
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     SERVER_SHUTDOWN = "SERVER_SHUTDOWN"
     ADMIN_KICK = "ADMIN_KICK"
+    #: Stayed over the per-connection rate limit for RATE_LIMIT_KICK_S.
+    RATE_LIMITED = "RATE_LIMITED"
+    #: No successful LOGIN or RECONNECT within LOGIN_TIMEOUT_S of connecting.
+    LOGIN_TIMEOUT = "LOGIN_TIMEOUT"

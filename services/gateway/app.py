@@ -38,7 +38,7 @@ class GatewayApp:
         self.redis = open_redis(config.redis_connection)
         self.zmq = zmq.Context()
         self.instance = secrets.token_hex(4)
-        self.relay = Relay(config.max_connections, config.max_send_buffer_bytes)
+        self.relay = Relay(config)
         self.stopping = asyncio.Event()
         self.redis_ok = True
         self.listening = False
@@ -85,7 +85,7 @@ class GatewayApp:
         log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
         tasks = [asyncio.create_task(self._discovery_loop()),
                  asyncio.create_task(self._hello_loop()),
-                 asyncio.create_task(self._idle_sweep_loop())]
+                 asyncio.create_task(self._sweep_loop())]
         await self.stopping.wait()
         await self._drain(server)
         for task in tasks:
@@ -137,19 +137,14 @@ class GatewayApp:
                 metrics.gameservers_known.set(len(registry))
             await asyncio.sleep(self.config.discovery_interval_s)
 
-    async def _idle_sweep_loop(self) -> None:
-        timeout = self.config.idle_timeout_s
-        interval = min(1.0, timeout / 4)
+    async def _sweep_loop(self) -> None:
+        """Timeouts (idle, login, handover) are checked a few times per shortest timeout."""
+        config = self.config
+        timeouts = [config.idle_timeout_s, config.login_timeout_s or config.idle_timeout_s]
+        interval = min(1.0, min(timeouts) / 4)
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            self.relay.expire_holds(now, self.config.handover_timeout_s)
-            for conn in list(self.relay.connections.values()):
-                if conn.active:
-                    conn.active = False
-                    conn.idle_since = now
-                elif now - conn.idle_since >= timeout and not conn.closing:
-                    self.relay.kick_idle(conn)
+            self.relay.sweep(self.relay.clock())
 
     async def _drain(self, server: asyncio.Server) -> None:
         """Stop accepting, tell every client SERVER_SHUTDOWN, close after a grace.

@@ -31,6 +31,30 @@ class GatewayConfig(CommonConfig):
         1 << 20, env="GATEWAY_MAX_SEND_BUFFER_BYTES",
         help="bytes queued for a client that does not read before it is disconnected",
         min=4096)
+    client_max_inflight: int = setting(
+        64, env="CLIENT_MAX_INFLIGHT",
+        help="requests of one client forwarded and not yet answered; at the cap the Gateway "
+        "stops reading that socket until answers drain", min=1)
+    client_max_inflight_bytes: int = setting(
+        256 * 1024, env="CLIENT_MAX_INFLIGHT_BYTES",
+        help="bytes of one client's requests forwarded and not yet answered (the same "
+        "pause; a single frame may overshoot it)", min=1024)
+    client_rate_limit: float = setting(
+        200.0, env="CLIENT_RATE_LIMIT",
+        help="frames per second one client may send (token bucket); frames over it are "
+        "answered ERROR_RES RATE_LIMITED, not forwarded; 0 switches the limit off", min=0.0)
+    client_rate_burst: float = setting(
+        0.0, env="CLIENT_RATE_BURST",
+        help="token-bucket depth: frames a client may send at once; 0 means twice "
+        "CLIENT_RATE_LIMIT", min=0.0)
+    rate_limit_kick_s: float = setting(
+        5.0, env="RATE_LIMIT_KICK_S",
+        help="seconds a client may stay over CLIENT_RATE_LIMIT before KICKOUT_NTF "
+        "RATE_LIMITED", min=0.1)
+    login_timeout_s: float = setting(
+        10.0, env="LOGIN_TIMEOUT_S",
+        help="seconds a connection may go without a successful LOGIN or RECONNECT before "
+        "KICKOUT_NTF LOGIN_TIMEOUT (also after a LOGOUT); 0 switches it off", min=0.0)
     discovery_interval_s: float = setting(
         1.0, env="DISCOVERY_INTERVAL_S", help="how often the GameServer registry is read",
         min=0.05)
@@ -43,9 +67,16 @@ class GatewayConfig(CommonConfig):
         help="on SIGTERM: seconds clients get after SERVER_SHUTDOWN before sockets close",
         min=0.0)
 
+    @property
+    def rate_burst(self) -> float:
+        """The effective bucket depth (CLIENT_RATE_BURST, or twice the rate when unset)."""
+        return self.client_rate_burst or 2 * self.client_rate_limit
+
     def validate(self) -> None:
         super().validate()
         if self.max_send_buffer_bytes < self.max_frame_bytes:
             raise ConfigError(
                 "GATEWAY_MAX_SEND_BUFFER_BYTES must be at least MAX_FRAME_BYTES"
             )
+        if self.client_rate_limit and self.rate_burst < 1:
+            raise ConfigError("CLIENT_RATE_BURST must be at least 1 when CLIENT_RATE_LIMIT is on")

@@ -1,4 +1,9 @@
-"""One client TCP connection: framing and flow control only, everything else is the relay's."""
+"""One client TCP connection: framing and flow control only, everything else is the relay's.
+
+A thin asyncio shell: every decision (what to forward, when to pause reading, when to kick)
+is the relay's, made on plain attributes kept here, so the relay can be tested with a fake
+transport and no event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, cast
 
+from gateway.limits import InflightWindow, RateLimiter
 from protocol.frame import FrameSplitter
 
 if TYPE_CHECKING:
@@ -15,17 +21,22 @@ if TYPE_CHECKING:
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "active",
+        "backlog",
         "closing",
         "held",
         "held_since",
         "idle_since",
+        "limiter",
+        "login_deadline",
         "node",
         "paused",
+        "reading_paused",
         "relay",
         "session_id",
         "socket_id",
         "splitter",
         "transport",
+        "window",
     )
 
     def __init__(self, relay: Relay, max_frame_bytes: int) -> None:
@@ -44,6 +55,15 @@ class ClientConnection(asyncio.Protocol):
         #: Frames kept back during a session handover (HOLD .. PIN), else None.
         self.held: list[bytes] | None = None
         self.held_since = 0.0
+        #: Requests forwarded and not yet answered (set up by the relay on connect).
+        self.window = InflightWindow(relay.max_inflight, relay.max_inflight_bytes)
+        #: Frames read while the window was full, forwarded as answers free it.
+        self.backlog: list[bytes] | None = None
+        #: We stopped reading the socket (window full), not to be confused with ``paused``.
+        self.reading_paused = False
+        self.limiter: RateLimiter | None = None
+        #: When the connection is kicked unless it logs in first (0: logged in, or no limit).
+        self.login_deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -83,6 +103,16 @@ class ClientConnection(asyncio.Protocol):
         transport.write(data)
         if self.paused:
             self.relay.check_backpressure(self)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closing:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def close(self, final: bytes = b"") -> None:
         """Write ``final`` (a KICKOUT_NTF, say), then close once the buffer has drained."""

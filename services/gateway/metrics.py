@@ -29,8 +29,20 @@ unroutable_records = Counter(
 disconnects = Counter(
     f"{NS}_disconnects_total",
     "Client connections closed, by reason (client_closed|kicked|protocol_error|"
-    "idle_timeout|backpressure|shutdown|gameserver_down|handover_overflow|"
-    "handover_timeout)", ["reason"],
+    "idle_timeout|login_timeout|rate_limited|backpressure|shutdown|gameserver_down|"
+    "handover_overflow|handover_timeout)", ["reason"],
+)
+rate_limited_frames = Counter(
+    f"{NS}_rate_limited_frames_total",
+    "Client frames refused by the per-connection rate limit (answered ERROR_RES RATE_LIMITED)",
+)
+reading_pauses = Counter(
+    f"{NS}_reading_pauses_total",
+    "Times a client socket stopped being read because its in-flight window was full",
+)
+reading_paused_clients = Gauge(
+    f"{NS}_reading_paused_clients",
+    "Client sockets not being read now: CLIENT_MAX_INFLIGHT(_BYTES) requests unanswered",
 )
 backpressure_disconnects = Counter(
     f"{NS}_backpressure_disconnects_total",
@@ -62,7 +74,7 @@ def create_known_series() -> None:
     for kind in ("send", "pin"):
         unroutable_records.labels(kind)
     for reason in ("client_closed", "kicked", "protocol_error", "idle_timeout",
-                   "backpressure", "shutdown", "gameserver_down", "handover_overflow",
-                   "handover_timeout"):
+                   "login_timeout", "rate_limited", "backpressure", "shutdown",
+                   "gameserver_down", "handover_overflow", "handover_timeout"):
         disconnects.labels(reason)
     redis_errors.labels("discovery")

@@ -4,6 +4,12 @@ It never parses a payload. Per client frame it does a dict lookup and appends to
 per record from a GameServer, a dict lookup and a socket write. Frames for which no
 GameServer can be reached are answered with ``ERROR_RES SERVER_UNAVAILABLE`` right here,
 so no request goes unanswered because of a routing problem.
+
+It is also where a hostile client is contained, before anything reaches a GameServer: a
+token-bucket rate limit (answered ``ERROR_RES RATE_LIMITED``), an in-flight window that
+stops reading a socket whose requests are not being answered, the send-buffer cap, the
+idle and login timeouts. Time comes from an injected clock, so all of it is tested
+in-process with a fake transport and fake links.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway import metrics
 from gateway.connection import ClientConnection
-from gateway.links import GameServerLinks
+from gateway.limits import RateLimiter
 from protocol.frame import HEADER
 from protocol.internal import (
     Kind,
@@ -24,8 +31,12 @@ from protocol.internal import (
     iter_records,
     unpack_reroute,
 )
-from protocol.messages import ErrorCode, KickReason, MsgType
+from protocol.messages import FIRST_NOTIFICATION_TYPE, ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.links import GameServerLinks
 
 log = logging.getLogger("gateway")
 
@@ -44,10 +55,20 @@ def error_frame(sequence_id: int, code: ErrorCode, message: str) -> bytes:
 
 
 class Relay:
-    def __init__(self, max_connections: int, max_send_buffer_bytes: int) -> None:
+    def __init__(self, config: GatewayConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.connections: dict[bytes, ClientConnection] = {}
-        self.max_connections = max_connections
-        self.max_send_buffer_bytes = max_send_buffer_bytes
+        self.clock = clock
+        self.max_connections = config.max_connections
+        self.max_send_buffer_bytes = config.max_send_buffer_bytes
+        self.max_inflight = config.client_max_inflight
+        self.max_inflight_bytes = config.client_max_inflight_bytes
+        self.rate_limit = config.client_rate_limit
+        self.rate_burst = config.rate_burst
+        self.rate_limit_kick_s = config.rate_limit_kick_s
+        self.login_timeout_s = config.login_timeout_s
+        self.idle_timeout_s = config.idle_timeout_s
+        self.handover_timeout_s = config.handover_timeout_s
         self.links: GameServerLinks | None = None
         self.accepting = True
         self.debug = log.isEnabledFor(logging.DEBUG)
@@ -60,6 +81,8 @@ class Relay:
         metrics.connected_clients.set_function(lambda: len(self.connections))
         metrics.pinned_sockets.set_function(
             lambda: sum(1 for c in self.connections.values() if c.session_id))
+        metrics.reading_paused_clients.set_function(
+            lambda: sum(1 for c in self.connections.values() if c.reading_paused))
 
     # ------------------------------------------------------------- client side
     def on_connect(self, conn: ClientConnection) -> None:
@@ -75,15 +98,90 @@ class Relay:
             return
         assert conn.transport is not None
         conn.transport.set_write_buffer_limits(high=min(self.max_send_buffer_bytes // 4, 262144))
+        now = self.clock()
+        if self.rate_limit:
+            conn.limiter = RateLimiter(self.rate_limit, self.rate_burst, now)
+        if self.login_timeout_s:
+            conn.login_deadline = now + self.login_timeout_s
         self.connections[conn.socket_id] = conn
         metrics.connections.inc()
         log.info("Client connected: SocketId=%s", _sid(conn))
 
     def forward(self, conn: ClientConnection, frames: list[bytes]) -> None:
+        """Whole frames read from a client: rate-limit, then admit into its window."""
         self._frames_in[0] += len(frames)
         if self.debug:
             for frame in frames:
                 log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
+        limiter = conn.limiter
+        if limiter is not None:
+            now = self.clock()
+            granted = limiter.take(now, len(frames))
+            if granted < len(frames):
+                self._refuse(conn, frames[granted:], limiter, now)
+                if conn.closing:
+                    return
+                frames = frames[:granted]
+        if conn.backlog is not None:
+            conn.backlog.extend(frames)
+        elif frames:
+            self._admit(conn, frames)
+        if conn.reading_paused:
+            self._pump(conn)
+
+    # ------------------------------------------------------------- admission control
+    def _refuse(self, conn: ClientConnection, frames: list[bytes], limiter: RateLimiter,
+                now: float) -> None:
+        """Over the rate limit: each frame answered RATE_LIMITED with its own sequence id
+        (so it can be retried as it is), or, past RATE_LIMIT_KICK_S of this, the kick."""
+        metrics.rate_limited_frames.inc(len(frames))
+        if limiter.over_for(now) >= self.rate_limit_kick_s:
+            log.warning("Rate limit exceeded for %.1fs, closing: Socket=%s",
+                        self.rate_limit_kick_s, _sid(conn))
+            self._close(conn, KickReason.RATE_LIMITED, "rate_limited")
+            return
+        for frame in frames:
+            sequence_id = HEADER.unpack_from(frame, 0)[4]
+            conn.write(error_frame(sequence_id, ErrorCode.RATE_LIMITED,
+                                   f"over {self.rate_limit:g} messages/s; retry later"))
+
+    def _admit(self, conn: ClientConnection, frames: list[bytes]) -> None:
+        """Forward as many frames as the in-flight window has room for; park the rest and
+        stop reading the socket until answers make room (uvicorn's flow control, per
+        request instead of per byte: a client that does not wait for its answers can
+        make us hold at most one window of its requests, plus one socket read)."""
+        window = conn.window
+        count = len(frames)
+        admitted = 0
+        while admitted < count and not window.full:
+            window.add(len(frames[admitted]))
+            admitted += 1
+        if admitted < count:
+            conn.backlog = frames[admitted:]
+            frames = frames[:admitted]
+        if window.full and not conn.reading_paused:
+            metrics.reading_pauses.inc()
+            conn.pause_reading()
+        if frames:
+            self._route(conn, frames)
+
+    def _pump(self, conn: ClientConnection) -> None:
+        """Answers made room: forward parked frames, and read again once none are left."""
+        while conn.backlog and not conn.window.full and not conn.closing:
+            backlog, conn.backlog = conn.backlog, None
+            self._admit(conn, backlog)
+        if not conn.backlog:
+            conn.backlog = None
+            if not conn.window.full:
+                conn.resume_reading()
+
+    def _answered(self, conn: ClientConnection) -> None:
+        conn.window.answered()
+        if conn.reading_paused:
+            self._pump(conn)
+
+    def _route(self, conn: ClientConnection, frames: list[bytes]) -> None:
+        """Send admitted frames to the socket's GameServer (picking one if it has none)."""
         if conn.held is not None:
             self._hold(conn, frames)
             return
@@ -106,7 +204,7 @@ class Relay:
 
     def _warn_no_gameserver(self) -> None:
         """The seed's troubleshooting line, at most every few seconds (not per frame)."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_no_gameserver_warning >= NO_GAMESERVER_WARNING_INTERVAL_S:
             self._last_no_gameserver_warning = now
             log.warning("Failed to connect to GameServer: none is live. Check that a GameServer "
@@ -114,19 +212,38 @@ class Relay:
                         "Gateway can reach its GAMESERVER_ADVERTISE_HOST:GAMESERVER_P2P_PORT")
 
     def _answer_unavailable(self, conn: ClientConnection, frame: bytes, reason: str) -> None:
+        """Answer an admitted frame here (it frees its window slot; the caller pumps)."""
         metrics.dropped_frames.labels(reason).inc()
         sequence_id = HEADER.unpack_from(frame, 0)[4]
         conn.write(error_frame(sequence_id, ErrorCode.SERVER_UNAVAILABLE,
                                "no GameServer could take this request; retry shortly"))
+        conn.window.answered()
 
     def protocol_error(self, conn: ClientConnection, detail: str) -> None:
         metrics.protocol_errors.inc()
         log.warning("Protocol error, closing: Socket=%s: %s", _sid(conn), detail)
         self._close(conn, KickReason.PROTOCOL_ERROR, "protocol_error")
 
-    def kick_idle(self, conn: ClientConnection) -> None:
-        log.info("Idle timeout, closing: Socket=%s", _sid(conn))
-        self._close(conn, KickReason.IDLE_TIMEOUT, "idle_timeout")
+    def sweep(self, now: float) -> None:
+        """Periodic timeouts of every connection: unfinished handovers, connections that
+        never logged in, and idle ones. Activity is a flag set per read and turned into
+        a timestamp here, so the read path never reads the clock for it."""
+        idle_timeout = self.idle_timeout_s
+        for conn in list(self.connections.values()):
+            if conn.closing:
+                continue
+            if conn.held is not None and now - conn.held_since > self.handover_timeout_s:
+                log.warning("Handover did not complete, closing: Socket=%s", _sid(conn))
+                self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_timeout")
+            elif conn.login_deadline and now >= conn.login_deadline:
+                log.info("Login timeout, closing: Socket=%s", _sid(conn))
+                self._close(conn, KickReason.LOGIN_TIMEOUT, "login_timeout")
+            elif conn.active:
+                conn.active = False
+                conn.idle_since = now
+            elif now - conn.idle_since >= idle_timeout:
+                log.info("Idle timeout, closing: Socket=%s", _sid(conn))
+                self._close(conn, KickReason.IDLE_TIMEOUT, "idle_timeout")
 
     def _close(self, conn: ClientConnection, reason: KickReason, label: str) -> None:
         if conn.closing:
@@ -179,6 +296,9 @@ class Relay:
                 conn.write(body)
                 frames_out += 1
                 bytes_out += len(body)
+                # An answer (type below the notifications; u16 at offset 4) frees a slot.
+                if not body[4] and body[5] < FIRST_NOTIFICATION_TYPE:
+                    self._answered(conn)
             elif kind == Kind.PIN:
                 conn = connections.get(socket_id)
                 if conn is None:
@@ -186,6 +306,11 @@ class Relay:
                     continue
                 node = body or routing_id
                 moved = conn.node is not None and conn.node != node
+                if arg:
+                    conn.login_deadline = 0.0
+                elif conn.session_id and self.login_timeout_s:
+                    # Logged out (or its session is gone): log in again, in time.
+                    conn.login_deadline = self.clock() + self.login_timeout_s
                 conn.session_id = arg
                 conn.node = node
                 if arg:
@@ -197,7 +322,7 @@ class Relay:
                 conn = connections.get(socket_id)
                 if conn is not None and conn.held is None and not conn.closing:
                     conn.held = []
-                    conn.held_since = time.monotonic()
+                    conn.held_since = self.clock()
                 # Acknowledged even for a vanished socket: the GameServer counts the answers.
                 if self.links is not None:
                     self.links.send(routing_id, Kind.HOLD_ACK, socket_id, arg, b"")
@@ -243,6 +368,8 @@ class Relay:
                 self._answer_unavailable(conn, record.body, reason)
                 if not conn.session_id:
                     conn.node = None  # let the next frame pick another GameServer
+                if conn.reading_paused:
+                    self._pump(conn)
 
     # ------------------------------------------------------------- handover and failover
     def _hold(self, conn: ClientConnection, frames: list[bytes]) -> None:
@@ -258,13 +385,6 @@ class Relay:
         if held and conn.node is not None and self.links is not None:
             for frame in held:
                 self.links.send(conn.node, Kind.FRAME, conn.socket_id, conn.session_id, frame)
-
-    def expire_holds(self, now: float, timeout_s: float) -> None:
-        """A handover that never completed: the client reconnects and resumes instead."""
-        for conn in list(self.connections.values()):
-            if conn.held is not None and now - conn.held_since > timeout_s:
-                log.warning("Handover did not complete, closing: Socket=%s", _sid(conn))
-                self._close(conn, KickReason.SERVER_SHUTDOWN, "handover_timeout")
 
     def node_down(self, routing_id: bytes) -> None:
         """A GameServer died: every client that talked to it gets SERVER_SHUTDOWN, so
