@@ -1,0 +1,272 @@
+"""Hostile clients against real processes: a slow reader, a flooder, a client that never
+logs in, a decompression bomb. Each one is contained, and a bystander keeps being served.
+
+The same rules are unit-tested in tests/test_gateway_relay.py; here they are proven end to
+end, through real sockets, a real Gateway and a real GameServer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import lz4.frame
+import pytest
+
+from protocol import FLAG_LZ4, ErrorCode, KickReason, MsgType, encode_frame, encode_message
+from tests.support.cluster import Cluster
+from tests.support.procstat import peak_rss_bytes
+from tests.support.raw import RawClient
+from tests.support.users import new_user_id
+from tests.support.waiting import wait_until_async
+
+#: The bystander echoes this often, like a game client's heartbeat.
+BYSTANDER_PERIOD_S = 0.05
+
+
+class Bystander:
+    """A logged-in client echoing every 50 ms while something hostile happens elsewhere;
+    it records every round trip and every unexpected answer."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.round_trips: list[float] = []
+        self.errors: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+        self._seq = 1
+
+    async def _run(self) -> None:
+        while True:
+            self._seq += 1
+            seq = self._seq
+            started = time.perf_counter()
+            try:
+                frame = await self.client.request(MsgType.ECHO_REQ, seq, {"n": seq}, timeout=5)
+            except (TimeoutError, ConnectionError) as exc:
+                self.errors.append(f"seq {seq}: {exc!r}")
+                return
+            self.round_trips.append(time.perf_counter() - started)
+            if (frame.msg_type, frame.sequence_id, frame.payload) != (MsgType.ECHO_RES, seq,
+                                                                      {"n": seq}):
+                self.errors.append(f"seq {seq}: {frame}")
+            await asyncio.sleep(BYSTANDER_PERIOD_S)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def check(self) -> None:
+        assert not self.errors, self.errors
+        assert self.round_trips, "the bystander got no answer at all"
+        worst = max(self.round_trips)
+        assert worst < 1.0, f"bystander waited {worst:.3f} s for an echo"
+
+
+@contextlib.asynccontextmanager
+async def bystander(cluster: Cluster) -> AsyncIterator[Bystander]:
+    client = await RawClient.connect(cluster.gateway_address)
+    await client.login(new_user_id())
+    watcher = Bystander(client)
+    watcher.start()
+    try:
+        yield watcher
+    finally:
+        await watcher.stop()
+        await client.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    return peak_rss_bytes(pid) / (1 << 20)
+
+
+def metric(cluster: Cluster, name: str) -> float:
+    """One sample of the Gateway's /metrics (0 when absent)."""
+    for line in cluster.gateway.process.metrics_text().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# ----------------------------------------------------------------- slow reader
+async def test_slow_reader_flooding_requests_is_contained(system_factory) -> None:  # type: ignore[no-untyped-def]
+    """The case from the issue: logged in, never reads, writes 16 KB ECHOs flat out.
+
+    Before the in-flight window the Gateway read 42 MB from such a client and the services
+    grew by 106 MB. Now it reads at most a window ahead of the answers, the answers pile up
+    in its send buffer, and the client is disconnected at GATEWAY_MAX_SEND_BUFFER_BYTES.
+    """
+    cluster = system_factory(env={"CLIENT_RATE_LIMIT": "0"})
+    pids = [cluster.gateway.process.pid, cluster.gameserver.process.pid]
+    async with bystander(cluster) as watcher:
+        await asyncio.sleep(0.3)  # warm: a few echoes before the baseline is read
+        peak_before = [peak_rss_mb(pid) for pid in pids if pid]
+        flood = socket.socket()
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        flood.connect(cluster.gateway_address)
+        flood.setblocking(False)
+        login = encode_message(MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()})
+        frame = encode_message(MsgType.ECHO_REQ, 0, {"data": "x" * 16_000})
+        pending = login + frame * 64
+        sent = 0
+        closed = False
+        deadline = time.monotonic() + 60
+        loop = asyncio.get_running_loop()
+        while not closed and time.monotonic() < deadline:
+            try:
+                written = flood.send(pending)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+                break
+            sent += written
+            pending = pending[written:] or frame * 64
+            await asyncio.sleep(0)
+        flood.close()
+        assert closed, f"the flooder was never disconnected (sent {sent} bytes)"
+        await loop.run_in_executor(None, lambda: None)
+        peak_after = [peak_rss_mb(pid) for pid in pids if pid]
+    growth = [after - before for before, after in zip(peak_before, peak_after, strict=True)]
+    assert max(growth) < 20, f"peak RSS grew by {growth} MB (Gateway, GameServer)"
+    assert metric(cluster, "gateway_backpressure_disconnects_total") >= 1
+    assert metric(cluster, "gateway_reading_pauses_total") >= 1
+    watcher.check()
+
+
+# ----------------------------------------------------------------- rate limit
+RATE_ENV = {"CLIENT_RATE_LIMIT": "50", "CLIENT_RATE_BURST": "20", "RATE_LIMIT_KICK_S": "2",
+            "LOGIN_TIMEOUT_S": "2"}
+
+
+@pytest.fixture(scope="module")
+def limited(redis_server, tmp_path_factory) -> AsyncIterator[Cluster]:  # type: ignore[no-untyped-def]
+    """A system with a low rate limit and a short login timeout, shared by the tests below."""
+    redis_server.flush()
+    cluster = Cluster(redis_server, tmp_path_factory.mktemp("limited"), env=RATE_ENV)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_frames_over_the_rate_get_rate_limited_with_their_sequence_id(
+    limited: Cluster,
+) -> None:
+    async with bystander(limited) as watcher:
+        client = await RawClient.connect(limited.gateway_address)
+        await client.login(new_user_id())
+        burst = b"".join(encode_message(MsgType.ECHO_REQ, seq, {"n": seq})
+                         for seq in range(2, 42))
+        await client.send(burst)
+        answers = [await client.next_frame() for _ in range(40)]
+        echoed = sorted(f.sequence_id for f in answers if f.msg_type == MsgType.ECHO_RES)
+        limited_ids = sorted(f.sequence_id for f in answers if f.msg_type == MsgType.ERROR_RES)
+        assert all(f.payload["code"] == ErrorCode.RATE_LIMITED
+                   for f in answers if f.msg_type == MsgType.ERROR_RES)
+        assert echoed and limited_ids, answers
+        assert sorted(echoed + limited_ids) == list(range(2, 42))
+        # A refused request is retried as it was, and goes through once the bucket refills.
+        retry = limited_ids[0]
+        frame = await wait_until_async(
+            lambda: _retry(client, retry), timeout=5, message="retry accepted")
+        assert frame.msg_type == MsgType.ECHO_RES
+        await client.close()
+    watcher.check()
+
+
+async def _retry(client: RawClient, seq: int) -> object:
+    frame = await client.request(MsgType.ECHO_REQ, seq, {"n": seq})
+    if frame.msg_type == MsgType.ERROR_RES:
+        await asyncio.sleep(0.1)
+        return None
+    return frame
+
+
+async def test_a_client_staying_over_the_limit_is_kicked(limited: Cluster) -> None:
+    kicked_before = metric(limited, 'gateway_disconnects_total{reason="rate_limited"}')
+    async with bystander(limited) as watcher:
+        client = await RawClient.connect(limited.gateway_address)
+        await client.login(new_user_id())
+
+        async def flood() -> None:
+            seq = 1
+            with contextlib.suppress(ConnectionError, OSError):
+                while True:
+                    seq += 1
+                    await client.send_msg(MsgType.ECHO_REQ, seq, {"n": seq})
+                    await asyncio.sleep(0.005)  # ~200/s against 50/s
+
+        flooder = asyncio.create_task(flood())
+        frames = await client.wait_closed(timeout=15)
+        flooder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flooder
+        assert frames[-1].msg_type == MsgType.KICKOUT_NTF, frames[-3:]
+        assert frames[-1].payload == {"reason": KickReason.RATE_LIMITED}
+        assert any(f.msg_type == MsgType.ERROR_RES for f in frames)
+    assert metric(limited, 'gateway_disconnects_total{reason="rate_limited"}') == kicked_before + 1
+    watcher.check()
+
+
+# ----------------------------------------------------------------- login timeout
+async def test_no_login_within_login_timeout_is_kicked_even_while_pinging(
+    limited: Cluster,
+) -> None:
+    async with bystander(limited) as watcher:
+        client = await RawClient.connect(limited.gateway_address)
+        started = time.monotonic()
+
+        async def ping() -> None:
+            seq = 0
+            with contextlib.suppress(ConnectionError, OSError):
+                while True:
+                    seq += 1
+                    await client.send_msg(MsgType.PING_REQ, seq, {"client_time_ms": seq})
+                    await asyncio.sleep(0.2)
+
+        pinger = asyncio.create_task(ping())
+        frames = await client.wait_closed(timeout=15)
+        pinger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pinger
+        assert time.monotonic() - started >= 2.0  # not before LOGIN_TIMEOUT_S
+        # Each PING was answered (NOT_LOGGED_IN: a session comes first), and kept nothing open.
+        assert [f.payload.get("code") for f in frames[:-1]] == [ErrorCode.NOT_LOGGED_IN] * (
+            len(frames) - 1) and len(frames) > 5, frames
+        assert frames[-1].msg_type == MsgType.KICKOUT_NTF
+        assert frames[-1].payload == {"reason": KickReason.LOGIN_TIMEOUT}
+    watcher.check()
+
+
+# ----------------------------------------------------------------- decompression bomb
+async def test_a_decompression_bomb_is_bad_payload_and_the_connection_stays(
+    limited: Cluster,
+) -> None:
+    """12 MiB of JSON in a 48 KiB frame, once with its size in the LZ4 frame header."""
+    client = await RawClient.connect(limited.gateway_address)
+    await client.login(new_user_id(), accept_compression=["lz4"])
+    pid = limited.gameserver.process.pid
+    assert pid is not None
+    peak_before = peak_rss_mb(pid)
+    inflated = b'{"a":"' + b"0" * (12 << 20) + b'"}'
+    bombs = [lz4.frame.compress(inflated), lz4.frame.compress(inflated, store_size=True)]
+    for seq, bomb in enumerate(bombs, start=2):
+        assert len(bomb) < 65536
+        await client.send(encode_frame(MsgType.ECHO_REQ, seq, bomb, FLAG_LZ4))
+        answer = await client.next_frame()
+        assert (answer.msg_type, answer.sequence_id) == (MsgType.ERROR_RES, seq), answer
+        assert answer.payload["code"] == ErrorCode.BAD_PAYLOAD
+    echo = await client.request(MsgType.ECHO_REQ, 9, {"still": "open"})
+    assert echo.payload == {"still": "open"}
+    assert peak_rss_mb(pid) - peak_before < 8
+    await client.close()
