@@ -136,6 +136,9 @@ async def test_slow_reader_flooding_requests_is_contained(system_factory) -> Non
         await loop.run_in_executor(None, lambda: None)
         peak_after = [peak_rss_mb(pid) for pid in pids if pid]
     growth = [after - before for before, after in zip(peak_before, peak_after, strict=True)]
+    print(f"slow reader: sent {sent / 1e6:.1f} MB before being disconnected; peak RSS growth "
+          f"Gateway {growth[0]:.1f} MB, GameServer {growth[1]:.1f} MB; bystander worst "
+          f"{max(watcher.round_trips) * 1000:.1f} ms over {len(watcher.round_trips)} echoes")
     assert max(growth) < 20, f"peak RSS grew by {growth} MB (Gateway, GameServer)"
     assert metric(cluster, "gateway_backpressure_disconnects_total") >= 1
     assert metric(cluster, "gateway_reading_pauses_total") >= 1

@@ -6,6 +6,7 @@ BAD_PAYLOAD), never as another exception that would take the session or the proc
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import lz4.frame
@@ -188,6 +189,26 @@ def test_lz4_bomb_above_the_limit_is_refused() -> None:
     assert len(bomb) < 65536  # fits in one frame: this is what a hostile client can send
     with pytest.raises(BadPayload):
         decode_payload(frame_with(bomb, FLAG_LZ4), FLAG_LZ4)
+
+
+@pytest.mark.parametrize("store_size", [False, True], ids=["no-size", "size-in-header"])
+def test_a_bomb_never_allocates_more_than_the_limit(store_size: bool) -> None:
+    """Bounded decompression, not decompress-then-check: inflating 12 MiB packed into 48 KiB
+    allocates no more than the limit's worth of output, also when the LZ4 header announces
+    the full size. (python-lz4 fills a buffer of at most ``max_length`` and copies it into
+    the bytes it returns, hence twice the limit at the peak; never anything like 12 MiB.)"""
+    limit = 65536
+    bomb = lz4.frame.compress(b'{"a":"' + b"0" * (12 << 20) + b'"}', store_size=store_size)
+    with pytest.raises(BadPayload):
+        decode_payload(frame_with(bomb, FLAG_LZ4), FLAG_LZ4, max_decompressed=limit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadPayload):
+            decompress(bomb, max_decompressed=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * limit + 16 * 1024, f"peak {peak} bytes for a {limit}-byte limit"
 
 
 def test_decompression_limit_is_exact() -> None:
