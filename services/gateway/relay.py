@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import metrics
+from gateway.admission import Admission
 from gateway.connection import ClientConnection
-from gateway.limits import RateLimiter
+from gateway.replies import error_frame, kickout_frame
 from protocol.frame import HEADER
 from protocol.internal import (
     Kind,
@@ -31,8 +32,7 @@ from protocol.internal import (
     iter_records,
     unpack_reroute,
 )
-from protocol.messages import FIRST_NOTIFICATION_TYPE, ErrorCode, KickReason, MsgType
-from protocol.payload import encode_message
+from protocol.messages import FIRST_NOTIFICATION_TYPE, ErrorCode, KickReason
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -45,15 +45,6 @@ NO_GAMESERVER_WARNING_INTERVAL_S = 5.0
 MAX_HELD_FRAMES = 10_000
 
 
-def kickout_frame(reason: KickReason) -> bytes:
-    return encode_message(MsgType.KICKOUT_NTF, 0, {"reason": reason.value})
-
-
-def error_frame(sequence_id: int, code: ErrorCode, message: str) -> bytes:
-    return encode_message(MsgType.ERROR_RES, sequence_id, {"code": code.value,
-                                                           "message": message})
-
-
 class Relay:
     def __init__(self, config: GatewayConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -63,9 +54,7 @@ class Relay:
         self.max_send_buffer_bytes = config.max_send_buffer_bytes
         self.max_inflight = config.client_max_inflight
         self.max_inflight_bytes = config.client_max_inflight_bytes
-        self.rate_limit = config.client_rate_limit
-        self.rate_burst = config.rate_burst
-        self.rate_limit_kick_s = config.rate_limit_kick_s
+        self.admission = Admission(config, clock, route=self._route, kick=self._close)
         self.login_timeout_s = config.login_timeout_s
         self.idle_timeout_s = config.idle_timeout_s
         self.handover_timeout_s = config.handover_timeout_s
@@ -99,8 +88,7 @@ class Relay:
         assert conn.transport is not None
         conn.transport.set_write_buffer_limits(high=min(self.max_send_buffer_bytes // 4, 262144))
         now = self.clock()
-        if self.rate_limit:
-            conn.limiter = RateLimiter(self.rate_limit, self.rate_burst, now)
+        self.admission.on_connect(conn, now)
         if self.login_timeout_s:
             conn.login_deadline = now + self.login_timeout_s
         self.connections[conn.socket_id] = conn
@@ -108,78 +96,14 @@ class Relay:
         log.info("Client connected: SocketId=%s", _sid(conn))
 
     def forward(self, conn: ClientConnection, frames: list[bytes]) -> None:
-        """Whole frames read from a client: rate-limit, then admit into its window."""
+        """Whole frames read from a client: through admission control to its GameServer."""
         self._frames_in[0] += len(frames)
         if self.debug:
             for frame in frames:
                 log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
-        limiter = conn.limiter
-        if limiter is not None:
-            now = self.clock()
-            granted = limiter.take(now, len(frames))
-            if granted < len(frames):
-                self._refuse(conn, frames[granted:], limiter, now)
-                if conn.closing:
-                    return
-                frames = frames[:granted]
-        if conn.backlog is not None:
-            conn.backlog.extend(frames)
-        elif frames:
-            self._admit(conn, frames)
-        if conn.reading_paused:
-            self._pump(conn)
+        self.admission.forward(conn, frames)
 
-    # ------------------------------------------------------------- admission control
-    def _refuse(self, conn: ClientConnection, frames: list[bytes], limiter: RateLimiter,
-                now: float) -> None:
-        """Over the rate limit: each frame answered RATE_LIMITED with its own sequence id
-        (so it can be retried as it is), or, past RATE_LIMIT_KICK_S of this, the kick."""
-        metrics.rate_limited_frames.inc(len(frames))
-        if limiter.over_for(now) >= self.rate_limit_kick_s:
-            log.warning("Rate limit exceeded for %.1fs, closing: Socket=%s",
-                        self.rate_limit_kick_s, _sid(conn))
-            self._close(conn, KickReason.RATE_LIMITED, "rate_limited")
-            return
-        for frame in frames:
-            sequence_id = HEADER.unpack_from(frame, 0)[4]
-            conn.write(error_frame(sequence_id, ErrorCode.RATE_LIMITED,
-                                   f"over {self.rate_limit:g} messages/s; retry later"))
-
-    def _admit(self, conn: ClientConnection, frames: list[bytes]) -> None:
-        """Forward as many frames as the in-flight window has room for; park the rest and
-        stop reading the socket until answers make room (uvicorn's flow control, per
-        request instead of per byte: a client that does not wait for its answers can
-        make us hold at most one window of its requests, plus one socket read)."""
-        window = conn.window
-        count = len(frames)
-        admitted = 0
-        while admitted < count and not window.full:
-            window.add(len(frames[admitted]))
-            admitted += 1
-        if admitted < count:
-            conn.backlog = frames[admitted:]
-            frames = frames[:admitted]
-        if window.full and not conn.reading_paused:
-            metrics.reading_pauses.inc()
-            conn.pause_reading()
-        if frames:
-            self._route(conn, frames)
-
-    def _pump(self, conn: ClientConnection) -> None:
-        """Answers made room: forward parked frames, and read again once none are left."""
-        while conn.backlog and not conn.window.full and not conn.closing:
-            backlog, conn.backlog = conn.backlog, None
-            self._admit(conn, backlog)
-        if not conn.backlog:
-            conn.backlog = None
-            if not conn.window.full:
-                conn.resume_reading()
-
-    def _answered(self, conn: ClientConnection) -> None:
-        conn.window.answered()
-        if conn.reading_paused:
-            self._pump(conn)
-
+    # ------------------------------------------------------------- routing
     def _route(self, conn: ClientConnection, frames: list[bytes]) -> None:
         """Send admitted frames to the socket's GameServer (picking one if it has none)."""
         if conn.held is not None:
@@ -212,7 +136,8 @@ class Relay:
                         "Gateway can reach its GAMESERVER_ADVERTISE_HOST:GAMESERVER_P2P_PORT")
 
     def _answer_unavailable(self, conn: ClientConnection, frame: bytes, reason: str) -> None:
-        """Answer an admitted frame here (it frees its window slot; the caller pumps)."""
+        """Answer an admitted frame here (it frees its window slot; the caller pumps, as
+        admission is usually still on the stack)."""
         metrics.dropped_frames.labels(reason).inc()
         sequence_id = HEADER.unpack_from(frame, 0)[4]
         conn.write(error_frame(sequence_id, ErrorCode.SERVER_UNAVAILABLE,
@@ -298,7 +223,7 @@ class Relay:
                 bytes_out += len(body)
                 # An answer (type below the notifications; u16 at offset 4) frees a slot.
                 if not body[4] and body[5] < FIRST_NOTIFICATION_TYPE:
-                    self._answered(conn)
+                    self.admission.answered(conn)
             elif kind == Kind.PIN:
                 conn = connections.get(socket_id)
                 if conn is None:
@@ -369,7 +294,7 @@ class Relay:
                 if not conn.session_id:
                     conn.node = None  # let the next frame pick another GameServer
                 if conn.reading_paused:
-                    self._pump(conn)
+                    self.admission.pump(conn)
 
     # ------------------------------------------------------------- handover and failover
     def _hold(self, conn: ClientConnection, frames: list[bytes]) -> None:
