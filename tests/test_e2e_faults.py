@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import redis as redis_sync
@@ -32,6 +34,14 @@ async def request_until_answered(client: RawClient, msg_type: int, seq: int,
 
     return await wait_until_async(attempt, timeout=timeout, interval=0.0,
                                   message=f"no answer to seq {seq}")
+
+
+async def wait_for_commits_pending(cluster: Cluster, count: int) -> None:
+    """Wait until ``count`` sessions have state changes on their way to Redis (queued or
+    being written), i.e. the GameServer has taken in that many MOVEs."""
+    line = f"gameserver_commits_pending {float(count)}"
+    await wait_until_async(lambda: line in cluster.gameserver.process.metrics_text(),
+                           timeout=10, message=f"waiting for {line!r}")
 
 
 async def test_move_retry_after_gameserver_kill_9_and_restart(system_factory) -> None:  # type: ignore[no-untyped-def]
@@ -95,9 +105,11 @@ async def test_redis_restart_mid_run(system_factory, redis_factory) -> None:  # 
     redis_server.stop()
     wait_until(lambda: cluster.gameserver.process.readyz_status() == 503, timeout=15,
                message="GameServer still ready without Redis")
-    # Reads that need no Redis keep working; a state change waits for Redis.
+    # Reads that need no Redis keep working; a state change is refused while Redis is
+    # known to be down (SERVER_UNAVAILABLE, transient: the same id may be retried).
     assert (await client.request(MsgType.ECHO_REQ, 3, {"e": 1})).payload == {"e": 1}
-    await client.send_msg(MsgType.MOVE_REQ, 4, {"x": 2, "y": 2})
+    refused_move = await client.request(MsgType.MOVE_REQ, 4, {"x": 2, "y": 2}, timeout=15)
+    assert refused_move.payload["code"] == ErrorCode.SERVER_UNAVAILABLE
     newcomer = await RawClient.connect(cluster.gateway_address)
     refused = await newcomer.request(MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()},
                                      timeout=15)
@@ -106,10 +118,10 @@ async def test_redis_restart_mid_run(system_factory, redis_factory) -> None:  # 
     await newcomer.close()
 
     redis_server.start()
-    held = await client.expect(MsgType.MOVE_RES, 4, timeout=20)
-    assert held.payload["moves"] == 2
     wait_until(lambda: cluster.gameserver.process.readyz_status() == 200, timeout=15,
                message="GameServer did not become ready again")
+    retried = await request_until_answered(client, MsgType.MOVE_REQ, 4, {"x": 2, "y": 2})
+    assert retried.payload["moves"] == 2
     again = await RawClient.connect(cluster.gateway_address)
     await again.login(new_user_id())
     assert (await again.request(MsgType.MOVE_REQ, 2, {"x": 0, "y": 1})).payload["moves"] == 1
@@ -169,18 +181,27 @@ async def test_server_busy_is_not_cached_and_retry_is_processed(  # type: ignore
     system_factory, redis_factory
 ) -> None:
     redis_server = redis_factory(persistent=True)
-    cluster: Cluster = system_factory(redis=redis_server, env={"MAX_PENDING_COMMITS": "1"})
+    # SERVER_BUSY is about a slow Redis: a failing one gets SERVER_UNAVAILABLE instead. A
+    # paused (SIGSTOP) Redis is slow until the socket timeout (3 s) declares it failing;
+    # the three MOVEs below take milliseconds. Held answers may wait 30 s here.
+    cluster: Cluster = system_factory(redis=redis_server, env={
+        "MAX_PENDING_COMMITS": "1", "REDIS_REQUEST_TIMEOUT_S": "30"})
     clients = [await RawClient.connect(cluster.gateway_address) for _ in range(3)]
     for client in clients:
         await client.login(new_user_id())
-    redis_server.stop()
+    assert redis_server.pid is not None
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    # Ordered by the pending-commit gauge, not by sleeps: the first MOVE must be the commit
+    # in flight and the second the one queued behind it (which fills MAX_PENDING_COMMITS)
+    # before the third arrives; frames from different sockets carry no order of their own.
     await clients[0].send_msg(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})  # in flight, held
-    await asyncio.sleep(0.2)
+    await wait_for_commits_pending(cluster, 1)
     await clients[1].send_msg(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})  # queued, held
+    await wait_for_commits_pending(cluster, 2)
     busy = await clients[2].request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
     assert busy.msg_type == MsgType.ERROR_RES
     assert busy.payload["code"] == ErrorCode.SERVER_BUSY
-    redis_server.start()
+    os.kill(redis_server.pid, signal.SIGCONT)
     for client in clients[:2]:
         assert (await client.expect(MsgType.MOVE_RES, 2, timeout=20)).payload["moves"] == 1
     # The refused request did nothing, so its retry is processed, not answered from a cache.

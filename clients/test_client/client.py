@@ -31,6 +31,7 @@ from protocol import (
     encode_message,
     read_header,
 )
+from servicekit.redis_health import RetryDelays
 from test_client.connection import Connection, Endpoint, Response
 from test_client.errors import (
     ClientError,
@@ -61,6 +62,11 @@ RETRYABLE_RESUME_ERRORS = frozenset(
 )
 #: A resumed connection that dies sooner than this counts as flapping and backs off.
 FLAP_WINDOW_S = 2.0
+#: Backoff between rounds of resume attempts, and before resuming a flapping connection:
+#: the services' jittered policy (servicekit.redis_health), so clients that lost their
+#: GameServer together do not come back together.
+RESUME_BACKOFF_CAP_S = 1.0
+FLAP_DELAYS = RetryDelays(cap_s=2.0)
 
 
 class Push(NamedTuple):
@@ -501,7 +507,7 @@ class GameClient:
             assert self.session_id is not None and self.reconnect_key is not None
             now = asyncio.get_running_loop().time()
             self._flaps = self._flaps + 1 if now - self._resumed_at < FLAP_WINDOW_S else 0
-            delay = 0.0 if self._flaps == 0 else min(0.05 * 2**self._flaps, 2.0)
+            delay = 0.0 if self._flaps == 0 else FLAP_DELAYS.after(self._flaps)
             task = self._start_resume(self.session_id, self.reconnect_key, first_delay=delay)
             task.add_done_callback(_log_resume_failure)
             return
@@ -611,6 +617,7 @@ class GameClient:
             body["accept_compression"] = ["lz4"]
         frame = encode_message(MsgType.RECONNECT_REQ, 0, body)
         delay, attempts = first_delay, 0
+        delays = RetryDelays(cap_s=RESUME_BACKOFF_CAP_S)
         last_error: BaseException | None = None
         while True:
             if delay > 0:
@@ -645,7 +652,7 @@ class GameClient:
                     raise
                 self._endpoint_index = index
                 return result, conn
-            delay = min(max(delay * 2, 0.05), 1.0)
+            delay = delays.next()
 
     def _event(self, name: str, detail: str) -> None:
         log.info("%s %s", name, detail)

@@ -3,24 +3,42 @@
 redis-py's default pool raises "Too many connections" when a burst (1000 clients logging in
 at once) wants more connections than it allows; a blocking pool makes the burst queue for a
 connection instead, and keeps the number of connections to a shared Redis bounded.
+
+Worst case of one call, by construction: ``POOL_WAIT_S`` for a free connection, then
+``CONNECT_TIMEOUT_S`` to connect, ``SOCKET_TIMEOUT_S`` for the health-check PING of a
+connection idle longer than ``health_check_interval``, and ``SOCKET_TIMEOUT_S`` for the
+command itself: about 13 s. redis-py 8's ``Redis()`` would add its default ``Retry`` (10
+retries with backoff) — but only when it builds the pool itself; a pool built here gets the
+connection's own default, and ``retry=Retry(NoBackoff(), 0)`` states it: no hidden retries.
+Our loops retry themselves, with one jittered policy (servicekit.redis_health), and request
+paths cut every call short at their own deadline (GameServer ``REDIS_REQUEST_TIMEOUT_S``).
+A call cancelled mid-command disconnects its connection (redis-py does that on any
+exception while reading or writing), so a cancelled call never leaves a half-read reply in
+the pool.
 """
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from servicekit.redis_url import to_redis_url
 
 POOL_SIZE = 32
+POOL_WAIT_S = 5.0
+SOCKET_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 2.0
 
 
 def open_redis(connection: str, pool_size: int = POOL_SIZE) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         to_redis_url(connection),
         max_connections=pool_size,
-        timeout=5,
-        socket_timeout=3.0,
-        socket_connect_timeout=2.0,
+        timeout=POOL_WAIT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=10,
+        retry=Retry(NoBackoff(), 0),
     )
     return aioredis.Redis(connection_pool=pool)

@@ -18,7 +18,7 @@ import zmq
 from gameserver import metrics
 from gameserver.config import GameServerConfig
 from gameserver.handlers import router
-from gameserver.hub import REDIS_FAILURES, Hub
+from gameserver.hub import Hub
 from gameserver.keys import Keys
 from gameserver.link import CannotBind, GatewayLink, PortInUse
 from gameserver.mesh import MeshClient, MeshServer
@@ -27,8 +27,10 @@ from gameserver.store import SessionStore
 from protocol.internal import Record, gameserver_routing_id
 from protocol.messages import KickReason
 from servicekit.config import describe
+from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import AdminRequest, start_ops_server
 from servicekit.redis_client import open_redis
+from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
 from servicekit.redis_url import display_address
 from servicekit.registry import (
     KEY_PREFIX,
@@ -71,7 +73,8 @@ class GameServerApp:
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.registered_at = 0.0
-        self.redis_ok = True
+        #: The one "Redis reachable" state: the heartbeat and the group commit report to it.
+        self.health = RedisHealth(self.redis_address, log)
         self.node_id = 0
         self.hub: Hub | None = None
         self.mesh: MeshClient | None = None
@@ -91,8 +94,9 @@ class GameServerApp:
             return False, "not accepting sessions (starting or draining)"
         if not fresh:
             return False, f"not registered: Redis at {self.redis_address} unreachable"
-        if not self.hub.commits.redis_ok:
-            return False, f"session writes failing: Redis at {self.redis_address}"
+        if not self.health.reachable:
+            return False, (f"Redis at {self.redis_address} unreachable for "
+                           f"{self.health.unreachable_for():.1f}s")
         return True, f"ready: node {self.node_id}, {len(self.hub.sessions)} sessions"
 
     # ------------------------------------------------------------------ start-up
@@ -101,6 +105,7 @@ class GameServerApp:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(eager_task_factory)
         log.info("GameServer starting (instance %s) %s", self.instance, describe(config))
+        apply_nofile_limit(log)
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness, admin=self._admin_http)
@@ -132,7 +137,8 @@ class GameServerApp:
             link.close()
             ops.close()
             return bind_failed(log, exc, config.mesh_port, "GAMESERVER_MESH_PORT")
-        hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id)
+        hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id,
+                             self.health)
         self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance)
         mesh_server.register("release", hub.mesh_release)
         mesh_server.register("whisper", hub.mesh_whisper)
@@ -176,18 +182,17 @@ class GameServerApp:
                      socket.gethostname())
             return ordinal
         ttl_ms = int(self.config.node_ttl_s * 1000)
-        warned = False
+        delays = RetryDelays(cap_s=self.config.heartbeat_s)
         while not self.stopping.is_set():
             try:
                 node_id = await self.registry.claim_free_id(ttl_ms, self.node.fields(0, False))
             except REDIS_FAILURES as exc:
-                if not warned:
-                    log.error("Redis is NOT reachable at %s (%s); a node id is leased there "
-                              "(GAMESERVER_NODE_ID=auto), retrying", self.redis_address, exc)
-                    warned = True
+                self.health.failed(exc, "a node id is leased there (GAMESERVER_NODE_ID=auto), "
+                                        "retrying")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.config.heartbeat_s)
+                    await asyncio.wait_for(self.stopping.wait(), delays.next())
                 continue
+            self.health.succeeded()
             log.info("Node id %d leased in Redis (GAMESERVER_NODE_ID=auto)", node_id)
             self.registered_at = time.monotonic()
             return node_id
@@ -209,6 +214,7 @@ class GameServerApp:
         first = True
         waited = False
         claim_deadline = time.monotonic() + 2 * config.node_ttl_s
+        delays = RetryDelays(cap_s=config.heartbeat_s)
         while True:
             assert self.hub is not None and self.mesh is not None
             started = time.perf_counter()
@@ -220,10 +226,9 @@ class GameServerApp:
                     self.peers = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
                 metrics.redis_errors.labels("heartbeat").inc()
-                if self.redis_ok:
-                    log.error("Redis is NOT reachable at %s (%s); retrying every %.1fs",
-                              self.redis_address, exc, config.heartbeat_s)
-                self.redis_ok = False
+                self.health.failed(exc, "retrying with backoff")
+                await asyncio.sleep(delays.next())
+                continue
             else:
                 metrics.redis_duration.labels("heartbeat").observe(
                     time.perf_counter() - started)
@@ -242,9 +247,8 @@ class GameServerApp:
                     self.exit_code = 1
                     self.stopping.set()
                     return
-                if not self.redis_ok:
-                    log.info("Redis is reachable again at %s", self.redis_address)
-                self.redis_ok = True
+                self.health.succeeded()
+                delays.reset()
                 self.registered_at = time.monotonic()
                 self.mesh.update(self.peers)
                 if first:
@@ -324,7 +328,11 @@ class GameServerApp:
         values = parse_qs(request.query).get("user_id", [""])
         if not values[0].isdigit() or self.hub is None:
             return 400, b"user_id must be a positive integer\n"
-        kicked = await self.hub.kick_user(int(values[0]), KickReason.ADMIN_KICK)
+        try:
+            kicked = await self.hub.kick_user(int(values[0]), KickReason.ADMIN_KICK)
+        except REDIS_FAILURES as exc:
+            log.error("Admin kick failed, Redis unavailable: %s", exc or type(exc).__name__)
+            return 503, f"Redis at {self.redis_address} unavailable; retry\n".encode()
         return (200, b'{"kicked": true}\n') if kicked else (404, b'{"kicked": false}\n')
 
 

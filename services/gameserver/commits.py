@@ -8,30 +8,59 @@ in arrival order to each session's *current* socket; any response a session prod
 it has held ones queues behind them, so a client never sees answers out of order.
 If Redis fails the same writes are retried with backoff, responses stay held, and the
 client's retries of those sequence ids join the wait instead of being processed again.
+
+No response is held longer than ``answer_within_s`` (``REDIS_REQUEST_TIMEOUT_S``): when its
+time is up, a response that waits for its own state change is answered
+``ERROR_RES SERVER_UNAVAILABLE`` instead (the real one is never sent for that request; the
+write keeps being retried, and a retry of the sequence id gets the real answer once it is
+committed), and a response that only waits for its turn (ECHO behind a held MOVE) is sent
+as it is. Deadlines are in arrival order, so expiring them in that order keeps each
+session's answers in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import redis.exceptions
 
 from gameserver import metrics
 from gameserver.state import Session
 from gameserver.store import SessionStore, SessionWrite
+from protocol.messages import ErrorCode, MsgType
+from protocol.payload import encode_message
+from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
 
 log = logging.getLogger("gameserver.commits")
-
-RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(slots=True)
 class _PendingWrite:
     session: Session
     responses: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    """One response waiting to be sent: for its own commit (``durable``) or for its turn."""
+
+    session: Session
+    response: bytes
+    sequence_id: int
+    durable: bool
+    deadline: float
+    #: Sent, answered SERVER_UNAVAILABLE, or dropped: nothing more to do for it.
+    done: bool = False
+
+
+def unavailable_response(sequence_id: int) -> bytes:
+    """What a request whose state change could not be confirmed in time gets."""
+    return encode_message(MsgType.ERROR_RES, sequence_id, {
+        "code": ErrorCode.SERVER_UNAVAILABLE.value,
+        "message": "session store unavailable; retry with the same sequence id to learn "
+                   "the outcome"})
 
 
 class CommitQueue:
@@ -43,6 +72,8 @@ class CommitQueue:
         cache_size: int,
         lease_ms: int,
         max_pending: int,
+        health: RedisHealth,
+        answer_within_s: float,
     ) -> None:
         self._store = store
         self._deliver = deliver
@@ -52,13 +83,17 @@ class CommitQueue:
         self.max_pending = max_pending
         self._loop = asyncio.get_running_loop()
         self._writes: dict[int, _PendingWrite] = {}
-        self._release: list[tuple[Session, bytes]] = []
+        self._release: list[_Held] = []
+        #: Every held response not yet done, in arrival order (so also deadline order).
+        self._holding: deque[_Held] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self.health = health
+        self.answer_within_s = answer_within_s
         self._inflight = False
         self._scheduled = False
         self._started_generation = 0
         self._done_generation = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self.redis_ok = True
         self._inflight_writes = 0
         metrics.commits_pending.set_function(lambda: len(self._writes) + self._inflight_writes)
 
@@ -71,6 +106,11 @@ class CommitQueue:
         """Too much is waiting for Redis: new state changes should be refused for now."""
         return len(self._writes) >= self.max_pending
 
+    @property
+    def redis_down(self) -> bool:
+        """Redis was failing when last asked: a new state change would only be held."""
+        return not self.health.reachable
+
     def add(self, session: Session, sequence_id: int, response: bytes) -> None:
         """A state change of ``session`` answered by ``response``: write, then release."""
         entry = self._writes.get(session.session_id)
@@ -79,13 +119,52 @@ class CommitQueue:
         if sequence_id:
             entry.responses.append((sequence_id, response))
             session.uncommitted.add(sequence_id)
-        self.hold(session, response)
+        self.hold(session, response, sequence_id, durable=True)
 
-    def hold(self, session: Session, response: bytes) -> None:
-        """Send ``response`` only after everything queued before it has been committed."""
+    def hold(self, session: Session, response: bytes, sequence_id: int = 0,
+             durable: bool = False) -> None:
+        """Send ``response`` only after everything queued before it has been committed.
+
+        ``durable``: it answers a state change of sequence id ``sequence_id`` that is not
+        committed yet (a retry joining the wait passes True too): if its time runs out it is
+        answered SERVER_UNAVAILABLE instead of being sent.
+        """
         session.held += 1
-        self._release.append((session, response))
+        entry = _Held(session, response, sequence_id, durable,
+                      self._loop.time() + self.answer_within_s)
+        self._release.append(entry)
+        self._holding.append(entry)
+        if self._timer is None:
+            self._timer = self._loop.call_at(entry.deadline, self._expire)
         self._schedule()
+
+    def _expire(self) -> None:
+        """Answer every held response whose time is up (see the module docstring)."""
+        self._timer = None
+        now = self._loop.time()
+        holding = self._holding
+        unavailable = 0
+        while holding and (holding[0].done or holding[0].deadline <= now):
+            entry = holding.popleft()
+            if entry.done:
+                continue
+            entry.done = True
+            session = entry.session
+            session.held -= 1
+            if session.closed:
+                continue
+            if entry.durable:
+                unavailable += 1
+                self._deliver(session, unavailable_response(entry.sequence_id))
+            else:
+                self._deliver(session, entry.response)
+        if unavailable:
+            metrics.commits_unconfirmed.inc(unavailable)
+            log.warning("Answered %d held state changes SERVER_UNAVAILABLE: not committed "
+                        "within %.1fs (REDIS_REQUEST_TIMEOUT_S); still retrying them",
+                        unavailable, self.answer_within_s)
+        if holding:
+            self._timer = self._loop.call_at(holding[0].deadline, self._expire)
 
     def _schedule(self) -> None:
         if not self._inflight and not self._scheduled:
@@ -107,7 +186,7 @@ class CommitQueue:
         self,
         generation: int,
         writes: dict[int, _PendingWrite],
-        release: list[tuple[Session, bytes]],
+        release: list[_Held],
     ) -> None:
         fenced: dict[int, str] = {}
         if writes:
@@ -127,11 +206,18 @@ class CommitQueue:
             metrics.commit_batch_sessions.observe(len(batch))
         for w in writes.values():
             w.session.uncommitted.difference_update(seq for seq, _ in w.responses)
-        for session, response in release:
+        for entry in release:
+            if entry.done:
+                continue  # its time ran out: answered already
+            entry.done = True
+            session = entry.session
             session.held -= 1
             if session.session_id in fenced or session.closed:
                 continue
-            self._deliver(session, response)
+            self._deliver(session, entry.response)
+        holding = self._holding
+        while holding and holding[0].done:
+            holding.popleft()
         for sid, reason in fenced.items():
             self._on_fenced(writes[sid].session, reason)
         self._done_generation = generation
@@ -142,22 +228,21 @@ class CommitQueue:
             self._schedule()
 
     async def _commit_with_retry(self, batch: list[SessionWrite]) -> dict[int, str]:
-        attempt = 0
+        delays = RetryDelays()
         while True:
             try:
                 fenced = await self._store.commit(batch, self._cache_size, self._lease_ms)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                if self.redis_ok:
+            except REDIS_FAILURES as exc:
+                if delays.failures == 0:
                     log.error("Redis unavailable, holding %d session writes and retrying: %s",
                               len(batch), exc)
-                self.redis_ok = False
-                await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)])
-                attempt += 1
+                self.health.failed(exc, "holding session writes and retrying")
+                await asyncio.sleep(delays.next())
                 continue
-            if not self.redis_ok:
+            if delays.failures:
                 log.info("Redis is back: %d held session writes committed, %d refused "
                          "(session moved or gone)", len(batch) - len(fenced), len(fenced))
-            self.redis_ok = True
+            self.health.succeeded()
             return fenced
 
     async def barrier(self) -> None:

@@ -60,6 +60,11 @@ class GameServerConfig(CommonConfig):
     admin_token: str = setting(
         "", env="ADMIN_TOKEN",
         help="enables POST /admin/kick on the metrics port for requests bearing this token")
+    redis_request_timeout_s: float = setting(
+        2.0, env="REDIS_REQUEST_TIMEOUT_S",
+        help="bound on the Redis work of one request (LOGIN, RECONNECT, LOGOUT, WHISPER, "
+        "admin kick) and on how long a MOVE's answer is held for its commit; past it the "
+        "request is answered SERVER_UNAVAILABLE", min=0.1, max=60.0)
     drain_timeout_s: float = setting(
         10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)

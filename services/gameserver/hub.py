@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.exceptions
 
 from gameserver import metrics
 from gameserver.commits import CommitQueue
@@ -31,13 +30,13 @@ from gameserver.store import Location, ResumeRejected, ResumeResult, SessionStor
 from protocol.internal import Kind, Record, format_socket_id, pack_reroute
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
+from servicekit.redis_health import REDIS_FAILURES, RedisHealth
 
 log = logging.getLogger("gameserver.hub")
 
 TOMBSTONE_MS = 24 * 3600 * 1000
 #: Peers tried per session during a drain before it falls back to a SERVER_SHUTDOWN kick.
 HANDOVER_ATTEMPTS = 3
-REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
 
 _Item = tuple[int, bytes, int, bytes]  # kind, gateway_id, pinned session id, body
 
@@ -61,6 +60,7 @@ class Hub:
         middlewares: list[Middleware],
         router: Router,
         node_id: int,
+        health: RedisHealth | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -70,10 +70,19 @@ class Hub:
         self.sessions = SessionTable()
         self.lease_ms = int(config.session_lease_s * 1000)
         self.grace_ms = int(config.reconnect_grace_s * 1000)
+        #: Shared with the heartbeat loop (the app passes its own).
+        self.health = health or RedisHealth("redis", log)
         self.commits = CommitQueue(
             store, self._deliver, self._on_fenced, config.response_cache_size,
-            self.lease_ms, config.max_pending_commits,
+            self.lease_ms, config.max_pending_commits, self.health,
+            config.redis_request_timeout_s,
         )
+        #: Sockets whose RECONNECT failed on a Redis error after resume.lua was sent: it may
+        #: have run (key rotated, socket attached) although the client never learned it.
+        self._unsure_resumes: dict[bytes, int] = {}
+        #: Sessions whose logout.lua may have run although the LOGOUT was answered
+        #: SERVER_UNAVAILABLE: the retry must not be told the session is someone else's.
+        self._unsure_logouts: set[int] = set()
         self.router = router
         self._pipeline = compose(middlewares, router)
         self._busy: dict[bytes, deque[_Item]] = {}
@@ -168,11 +177,19 @@ class Hub:
         if ctx.needs_commit and session is not None:
             self.commits.add(session, ctx.sequence_id, response)
         elif session is not None and (ctx.hold or session.held):
-            self.commits.hold(session, response)
+            # ctx.hold: a retry whose answer is still on its way to Redis; otherwise it only
+            # waits for its turn behind held answers.
+            self.commits.hold(session, response, ctx.sequence_id, durable=ctx.hold)
         else:
             self.link.send(gateway_id, Kind.SEND, socket_id, 0, response)
         if ctx.close_after:
             self.link.send(gateway_id, Kind.CLOSE, socket_id, 0, b"")
+
+    def _redis_deadline(self) -> float:
+        """Event-loop time by which a request's Redis work must be done
+        (``REDIS_REQUEST_TIMEOUT_S``): past it the request is answered SERVER_UNAVAILABLE.
+        A cancelled redis-py call drops its connection, so the pool stays clean."""
+        return self._loop.time() + self.config.redis_request_timeout_s
 
     def _deliver(self, session: Session, response: bytes) -> None:
         """Send a released response to wherever the session is attached now."""
@@ -215,33 +232,40 @@ class Hub:
                  format_socket_id(ctx.socket_id), user_id)
         key, key_hash = new_reconnect_key()
         released_elsewhere: int | None = None
+        deadline = self._redis_deadline()
         try:
-            previous = await self.store.locate_user(user_id)
+            async with asyncio.timeout_at(deadline):
+                previous = await self.store.locate_user(user_id)
+                held_here = user_id in self.sessions.by_user
+                if held_here:
+                    # The session this login replaces may have state changes on their way
+                    # to Redis; let them land first, or the login would fence them out and
+                    # read stale state.
+                    await self.commits.barrier()
+            if not held_here and previous is not None and previous.node_id != self.node_id:
+                asked_at = self._loop.time()
+                if await self.release_elsewhere(previous, KickReason.DUPLICATE_LOGIN):
+                    # Its owner flushed, kicked (DUPLICATE_LOGIN) and forgot it. Had it not
+                    # answered in time, the login would go ahead anyway (forced takeover).
+                    released_elsewhere = previous.session_id
+                deadline += self._loop.time() - asked_at  # mesh time is not Redis time
+            async with asyncio.timeout_at(deadline):
+                result = await self.store.login(
+                    user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
+                    self.lease_ms, TOMBSTONE_MS, accept_lz4,
+                )
         except REDIS_FAILURES as exc:
-            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id, exc)
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
-        if user_id in self.sessions.by_user:
-            # The session this login replaces may have state changes on their way to Redis;
-            # let them land first, or the login would fence them out and read stale state.
-            await self.commits.barrier()
-        elif (previous is not None and previous.node_id != self.node_id
-              and await self.release_elsewhere(previous, KickReason.DUPLICATE_LOGIN)):
-            # Its owner flushed, kicked (DUPLICATE_LOGIN) and forgot it. Had it not answered
-            # in time, the login would go ahead anyway (forced takeover below).
-            released_elsewhere = previous.session_id
-        try:
-            result = await self.store.login(
-                user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
-                self.lease_ms, TOMBSTONE_MS, accept_lz4,
-            )
-        except REDIS_FAILURES as exc:
-            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id, exc)
+            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id,
+                      exc or type(exc).__name__)
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         old_local = self.sessions.by_user.get(user_id)
         if old_local is not None and old_local.session_id == result.old_session_id:
             self.sessions.forget(old_local)
         if (result.old_gateway is not None and result.old_socket is not None
-                and result.old_session_id != released_elsewhere):
+                and result.old_session_id != released_elsewhere
+                and result.old_socket != ctx.socket_id):
+            # (Its own socket: an earlier LOGIN on it ran login.lua but was answered
+            # SERVER_UNAVAILABLE; this retry replaces that session, nobody is kicked.)
             # Kicked straight through its Gateway: also when its owner was unreachable or
             # another login raced ours. The owner forgets it when the socket's CLOSED comes.
             self.kick(result.old_gateway, result.old_socket, KickReason.DUPLICATE_LOGIN)
@@ -261,17 +285,18 @@ class Hub:
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "this GameServer is shutting down")
         new_key, new_hash = new_reconnect_key()
         local = self.sessions.by_id.get(session_id)
-        if local is not None:
-            # Our pending writes carry the epoch; finish them before ownership is re-checked.
-            await self.commits.barrier()
         try:
-            result = await self.store.resume(session_id, hash_key(key), new_hash,
-                                             ctx.gateway_id, ctx.socket_id.hex(), self.lease_ms,
-                                             accept_lz4)
+            async with asyncio.timeout_at(self._redis_deadline()):
+                if local is not None:
+                    # Our pending writes carry the epoch; finish them before ownership is
+                    # re-checked.
+                    await self.commits.barrier()
+                result = await self._resume(ctx, session_id, key, new_hash, accept_lz4)
         except ResumeRejected as rejected:
             raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
         except REDIS_FAILURES as exc:
-            log.error("Reconnect failed, Redis unavailable: SessionId=%d: %s", session_id, exc)
+            log.error("Reconnect failed, Redis unavailable: SessionId=%d: %s", session_id,
+                      exc or type(exc).__name__)
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         released = False
         if result.old_node_id is not None and result.old_node_id != self.node_id:
@@ -289,6 +314,28 @@ class Hub:
         log.info("Session resumed: UserId=%d, SessionId=%d, Socket=%s", session.user_id,
                  session_id, format_socket_id(ctx.socket_id))
         return session
+
+    async def _resume(self, ctx: RequestContext, session_id: int, key: str, new_hash: str,
+                      accept_lz4: bool) -> ResumeResult:
+        """resume.lua for a RECONNECT; if an earlier RECONNECT of this socket failed after
+        sending it, that one may have rotated the key, so a refused key is retried as an
+        adoption (no key; succeeds only if Redis already has this very socket attached,
+        which only a correct key on this socket could have done)."""
+        socket_hex = ctx.socket_id.hex()
+        try:
+            result = await self.store.resume(session_id, hash_key(key), new_hash,
+                                             ctx.gateway_id, socket_hex, self.lease_ms,
+                                             accept_lz4)
+        except ResumeRejected:
+            if self._unsure_resumes.get(ctx.socket_id) != session_id:
+                raise
+            result = await self.store.resume(session_id, "", new_hash, ctx.gateway_id,
+                                             socket_hex, self.lease_ms, accept_lz4)
+        except REDIS_FAILURES:
+            self._unsure_resumes[ctx.socket_id] = session_id
+            raise
+        self._unsure_resumes.pop(ctx.socket_id, None)
+        return result
 
     def _take_over(self, gateway_id: bytes, socket_id: bytes, session_id: int,
                    result: ResumeResult, accept_lz4: bool, reason: KickReason | None) -> Session:
@@ -326,8 +373,9 @@ class Hub:
         the session over from Redis if the socket is still the session's own."""
         probe = RequestContext(self, gateway_id, socket_id, session_id, frame, None)
         try:
-            result = await self.store.resume(session_id, "", "", gateway_id, socket_id.hex(),
-                                             self.lease_ms, None)
+            async with asyncio.timeout_at(self._redis_deadline()):
+                result = await self.store.resume(session_id, "", "", gateway_id,
+                                                 socket_id.hex(), self.lease_ms, None)
         except ResumeRejected as rejected:
             log.info("Pinned socket has no resumable session: Socket=%s, SessionId=%d (%s)",
                      format_socket_id(socket_id), session_id, rejected.code)
@@ -338,7 +386,7 @@ class Hub:
             return None
         except REDIS_FAILURES as exc:
             log.error("Cannot adopt session, Redis unavailable: SessionId=%d: %s",
-                      session_id, exc)
+                      session_id, exc or type(exc).__name__)
             probe.fail(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable")
             assert probe.response is not None
             self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
@@ -351,14 +399,19 @@ class Hub:
         return session
 
     async def logout(self, session: Session) -> None:
-        await self.commits.barrier()
         try:
-            ended = await self.store.logout(session.session_id, session.epoch)
+            async with asyncio.timeout_at(self._redis_deadline()):
+                await self.commits.barrier()
+                ended = await self.store.logout(session.session_id, session.epoch)
         except REDIS_FAILURES as exc:
             log.error("Logout failed, Redis unavailable: SessionId=%d: %s",
-                      session.session_id, exc)
+                      session.session_id, exc or type(exc).__name__)
+            self._unsure_logouts.add(session.session_id)
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         self.sessions.forget(session)
+        if session.session_id in self._unsure_logouts:
+            self._unsure_logouts.discard(session.session_id)
+            ended = True  # (an earlier attempt may have ended it already)
         if not ended:
             log.warning("Logout of a session owned elsewhere now: SessionId=%d",
                         session.session_id)
@@ -369,6 +422,7 @@ class Hub:
 
     async def _socket_closed(self, socket_id: bytes, reason: str) -> None:
         self._handover_done(socket_id)  # a socket gone mid-handover needs none
+        self._unsure_resumes.pop(socket_id, None)
         session = self.sessions.by_socket.get(socket_id)
         if session is None or session.socket_id != socket_id:
             return
@@ -460,7 +514,8 @@ class Hub:
         if target is not None:
             return self.push(target, MsgType.WHISPER_NTF, payload)
         try:
-            location = await self.store.locate_user(to_user_id)
+            async with asyncio.timeout_at(self._redis_deadline()):
+                location = await self.store.locate_user(to_user_id)
         except REDIS_FAILURES:
             raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         if location is None or not location.attached:
@@ -483,7 +538,12 @@ class Hub:
         return {"delivered": delivered}
 
     async def kick_user(self, user_id: int, reason: KickReason) -> bool:
-        """Kick a user wherever they are and end the session (admin)."""
+        """Kick a user wherever they are and end the session (admin). Raises TimeoutError
+        (one of REDIS_FAILURES) past ``REDIS_REQUEST_TIMEOUT_S`` plus one mesh deadline."""
+        async with asyncio.timeout(self.config.redis_request_timeout_s + self.mesh_deadline_s):
+            return await self._kick_user(user_id, reason)
+
+    async def _kick_user(self, user_id: int, reason: KickReason) -> bool:
         local = self.sessions.by_user.get(user_id)
         if local is not None:
             return bool((await self.mesh_release({"session_id": local.session_id,

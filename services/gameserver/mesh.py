@@ -24,6 +24,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from gameserver import metrics
+from servicekit.redis_health import RetryDelays
 from servicekit.registry import Registry
 from servicekit.zmqloop import ZmqReader
 
@@ -31,7 +32,8 @@ log = logging.getLogger("gameserver.mesh")
 
 MeshHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 DEFAULT_DEADLINE_S = 1.0
-#: How often a call to a peer whose connection is still being set up is retried.
+#: First retry of a call to a peer whose connection is still being set up (then the shared
+#: jittered backoff, within the call's deadline).
 UNREACHABLE_RETRY_S = 0.02
 
 
@@ -207,6 +209,7 @@ class MeshClient:
         self._pending[request_id] = future
         self._pending_endpoint[request_id] = self.peers.get(node_id, "")
         message = (mesh_routing_id(node_id), request_id, method.encode(), orjson.dumps(body))
+        delays = RetryDelays(cap_s=deadline_s / 4, base_s=UNREACHABLE_RETRY_S)
         try:
             while True:
                 if node_id not in self.peers:
@@ -220,9 +223,10 @@ class MeshClient:
                     if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                         raise
                 # Just dialled, handshake not done yet: retry until the deadline.
-                if loop.time() + UNREACHABLE_RETRY_S >= deadline:
+                delay = delays.next()
+                if loop.time() + delay >= deadline:
                     raise MeshError("UNREACHABLE", f"node {node_id} is not connected")
-                await asyncio.sleep(UNREACHABLE_RETRY_S)
+                await asyncio.sleep(delay)
             self._reader.poke()
             try:
                 status, reply = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))

@@ -72,6 +72,11 @@ commits_pending = Gauge(
     "Sessions with state changes not yet in Redis (queued or being written; their "
     "responses are held back)"
 )
+commits_unconfirmed = Counter(
+    f"{NS}_commits_unconfirmed_total",
+    "Held state-change responses answered SERVER_UNAVAILABLE because their commit did not "
+    "reach Redis within REDIS_REQUEST_TIMEOUT_S (the write is still retried)"
+)
 gateways_connected = Gauge(
     f"{NS}_gateways_connected", "Gateways that said HELLO within the liveness window"
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from gameserver import metrics
 from gameserver.context import RequestContext
@@ -45,8 +46,10 @@ class LoggingMiddleware:
     """Per-packet lines at DEBUG (the seed's wording). The level is read once: checking it
     per packet is cheap, formatting a line is not, and production runs at INFO."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.enabled = log.isEnabledFor(logging.DEBUG)
+        #: Seconds, monotonic; injectable so a test can fix the logged elapsed time.
+        self._clock = clock
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> None:
         if not self.enabled:
@@ -54,10 +57,10 @@ class LoggingMiddleware:
             return
         log.debug("Received client packet: Gateway=%s, Socket=%s",
                   ctx.gateway_id.decode(errors="replace"), format_socket_id(ctx.socket_id))
-        start = time.perf_counter()
+        start = self._clock()
         await call_next(ctx)
         log.debug("Packet processed: Socket=%s, Elapsed=%.3fms", format_socket_id(ctx.socket_id),
-                  (time.perf_counter() - start) * 1000)
+                  (self._clock() - start) * 1000)
 
 
 class IdempotencyMiddleware:
@@ -111,18 +114,21 @@ class IdempotencyMiddleware:
 class PerformanceMiddleware:
     """Handling time per message type into a histogram, and a count per result."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._cells: dict[tuple[int, str], tuple[HistogramCell, list[float]]] = {}
+        #: Seconds, monotonic; injectable so a test can fix the observed handling time.
+        self._clock = clock
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> None:
-        start = time.perf_counter()
+        clock = self._clock
+        start = clock()
         try:
             await call_next(ctx)
         except Exception:
             # Answered INTERNAL_ERROR by the outer middleware; it must count here too.
-            self._record(ctx, ErrorCode.INTERNAL_ERROR.value, time.perf_counter() - start)
+            self._record(ctx, ErrorCode.INTERNAL_ERROR.value, clock() - start)
             raise
-        self._record(ctx, ctx.result, time.perf_counter() - start)
+        self._record(ctx, ctx.result, clock() - start)
 
     def _record(self, ctx: RequestContext, result: str, elapsed: float) -> None:
         key = (ctx.msg_type, result)

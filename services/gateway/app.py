@@ -10,7 +10,6 @@ import signal
 import time
 
 import orjson
-import redis.asyncio as aioredis
 import zmq
 
 from gateway import metrics
@@ -20,15 +19,15 @@ from gateway.links import GameServerLinks
 from gateway.relay import Relay
 from protocol.internal import gateway_routing_id
 from servicekit.config import describe
+from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
+from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
 from servicekit.redis_url import display_address
 from servicekit.registry import read_registry
 from servicekit.startup import bind_failed
 
 log = logging.getLogger("gateway")
-
-REDIS_FAILURES = (aioredis.RedisError, OSError)
 
 
 class GatewayApp:
@@ -40,7 +39,8 @@ class GatewayApp:
         self.instance = secrets.token_hex(4)
         self.relay = Relay(config)
         self.stopping = asyncio.Event()
-        self.redis_ok = True
+        #: Reported by the discovery loop; /readyz is not ready while Redis is unreachable.
+        self.health = RedisHealth(self.redis_address, log)
         self.listening = False
 
     def readiness(self) -> tuple[bool, str]:
@@ -50,6 +50,11 @@ class GatewayApp:
         live = len(links.live()) if links is not None else 0
         if live == 0:
             return False, "no live GameServer"
+        if not self.health.reachable:
+            # Logins cannot work; routing of logged-in clients still does (the last known
+            # GameServers are kept), so this only steers new clients elsewhere.
+            return False, (f"Redis at {self.redis_address} unreachable for "
+                           f"{self.health.unreachable_for():.1f}s")
         return True, f"ready: {live} GameServer(s), {len(self.relay.connections)} clients"
 
     async def run(self) -> int:
@@ -57,6 +62,7 @@ class GatewayApp:
         loop = asyncio.get_running_loop()
         log.info("Gateway starting: node %d (instance %s) %s", config.node_id, self.instance,
                  describe(config))
+        apply_nofile_limit(log, config.max_connections, "GATEWAY_MAX_CONNECTIONS")
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness)
@@ -117,20 +123,19 @@ class GatewayApp:
     async def _discovery_loop(self) -> None:
         links = self.relay.links
         assert links is not None
+        delays = RetryDelays(cap_s=self.config.discovery_interval_s)
         while True:
             started = time.perf_counter()
             try:
                 registry = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
                 metrics.redis_errors.labels("discovery").inc()
-                if self.redis_ok:
-                    log.error("Redis is NOT reachable at %s (%s); keeping the last known "
-                              "GameServers and retrying", self.redis_address, exc)
-                self.redis_ok = False
+                self.health.failed(exc, "keeping the last known GameServers and retrying")
+                await asyncio.sleep(delays.next())
+                continue
             else:
-                if not self.redis_ok:
-                    log.info("Redis is reachable again at %s", self.redis_address)
-                self.redis_ok = True
+                self.health.succeeded()
+                delays.reset()
                 metrics.redis_duration.labels("discovery").observe(
                     time.perf_counter() - started)
                 links.update(registry)
