@@ -167,3 +167,44 @@ def test_bench_without_a_server_fails_clearly() -> None:
     assert done.returncode == 1
     assert "no connection" in done.stderr
     assert orjson.loads(done.stdout)["connect_errors"] == 3
+
+
+def test_bench_idle_holds_logged_in_connections_then_echoes_once_on_each(
+    echo_server: EchoServerProcess,
+) -> None:
+    done = run_cli(
+        "bench",
+        *target(echo_server),
+        "--idle",
+        "--connections",
+        "40",
+        "--workers",
+        "2",
+        "--duration",
+        "1",
+        "--ping-interval",
+        "0.3",
+        "--json",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert report["mode"] == "idle"
+    assert report["processes"] == 2
+    assert (report["connections"], report["connect_errors"], report["dropped"]) == (40, 0, 0)
+    # The first PING round is due before the hold ends, so every connection answered one.
+    assert report["pongs"] >= 40
+    assert (report["messages"], report["errors"]) == (40, 0)  # one echo per connection
+    assert 0 < report["p50_ms"] <= report["max_ms"]
+
+
+def test_bench_idle_text_report(echo_server: EchoServerProcess) -> None:
+    done = run_cli(
+        "bench", *target(echo_server), "--idle", "--connections", "6", "--duration", "0",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "connections 6 open, 0 failed" in done.stdout
+    assert "held        0 s (silent), 0 dropped" in done.stdout
+    assert "echo        6 answered" in done.stdout
+    assert "errors      0" in done.stdout

@@ -4,6 +4,7 @@ python -m test_client --user-id 42                       interactive session
 python -m test_client --user-id 42 --run "echo hi; ping; logout"
 python -m test_client mint-token --secret S --user-id 42
 python -m test_client bench --connections 100 --duration 10 [--json]
+python -m test_client bench --idle --connections 10000 --workers 4 --duration 60
 """
 
 from __future__ import annotations
@@ -85,9 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--host", default="localhost")
     bench.add_argument("--port", type=int, default=5000)
     bench.add_argument("--connections", type=_positive_int, default=100)
-    bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
+    bench.add_argument(
+        "--duration", type=float, default=10.0,
+        help="measured seconds (10); with --idle, seconds the connections are held",
+    )
     bench.add_argument("--payload-bytes", type=int, default=64, help="echo payload size (64)")
-    bench.add_argument("--processes", type=_positive_int, default=1, help="worker processes")
+    bench.add_argument(
+        "--workers", "--processes", dest="processes", type=_positive_int, default=1,
+        help="worker processes, each with its own event loop (1)",
+    )
+    bench.add_argument(
+        "--idle", action="store_true",
+        help="open and log in every connection, hold it --duration seconds, then one echo each",
+    )
+    bench.add_argument(
+        "--ping-interval", type=float, default=0.0,
+        help="with --idle: PING each connection this often, in seconds (0: stay silent); "
+        "keep it below the Gateway's IDLE_TIMEOUT_S",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object at the end")
     bench.add_argument("--no-login", action="store_true", help="echo without LOGIN_REQ first")
     bench.add_argument("--warmup", type=float, default=0.0, help="unmeasured seconds first")
@@ -122,6 +138,8 @@ def _bench(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         connect_timeout_s=args.connect_timeout,
         connect_concurrency=args.connect_concurrency,
+        idle=args.idle,
+        ping_interval_s=args.ping_interval,
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

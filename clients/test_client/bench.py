@@ -4,11 +4,18 @@ It must never be the bottleneck it measures, so the per-message path is kept tin
 frame is encoded once and only its sequence id is patched (``struct.pack_into``); responses are
 split with :class:`protocol.FrameSplitter` and judged by their header alone (ECHO_RES counts,
 anything else answering the request is an error), never JSON-decoded; latencies go into an
-``array('q')``. Connections are spread over ``--processes`` worker processes on uvloop, which
-ship raw samples back so percentiles are exact (see :mod:`test_client.latency`).
+``array('q')``. Connections are spread over ``--workers`` (alias ``--processes``) worker
+processes on uvloop, each raising its own open-file limit, which ship raw samples back so
+percentiles are exact (see :mod:`test_client.latency`). Each worker opens at most
+``connect_concurrency`` connections at a time, so 10,000 connects do not overflow the
+server's accept backlog.
 
 One request in flight per connection makes the result a closed-loop measurement: throughput is
 connections / latency, which is what a game's request/response clients look like.
+
+``--idle`` measures the other extreme, many connections doing nothing: open and log in every
+connection, hold them for ``--duration`` seconds (silent, or a PING every ``--ping-interval``
+seconds to stay under the Gateway's IDLE_TIMEOUT_S), then one ECHO on each.
 """
 
 from __future__ import annotations
@@ -43,13 +50,14 @@ from protocol import (
 )
 from protocol.auth import mint_token
 from protocol.frame import HEADER
+from servicekit.fdlimit import raise_nofile_limit
 from test_client.latency import merge_samples, summarize_ms
-from test_client.oslimits import raise_open_files_limit
 
 _SEQ = struct.Struct(">I")
 _SEQ_OFFSET = 8  # u32 length, u16 msg_type, u8 flags, u8 reserved, then u32 sequence_id
 unpack_header = HEADER.unpack_from
 _ECHO_RES = int(MsgType.ECHO_RES)
+_PONG_RES = int(MsgType.PONG_RES)
 #: Shared counters per worker: ok messages, errors, open connections, phase.
 _SLOTS = 4
 _PHASE_CONNECTING, _PHASE_READY, _PHASE_DONE = 0, 1, 2
@@ -81,6 +89,10 @@ class BenchConfig:
     connect_timeout_s: float = 10.0
     connect_concurrency: int = 200
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: Idle mode: hold the connections for ``duration_s`` (PING every ``ping_interval_s``
+    #: if > 0, else silent), then one ECHO on each; see :func:`_idle_phase`.
+    idle: bool = False
+    ping_interval_s: float = 0.0
 
 
 @dataclass
@@ -92,6 +104,8 @@ class WorkerResult:
     elapsed_s: float = 0.0
     latencies: bytes = b""
     first_error: str = ""
+    pongs: int = 0  # idle mode: PING_REQs answered during the hold
+    dropped: int = 0  # idle mode: connections the server closed during the hold
 
 
 def echo_frame(payload_bytes: int) -> bytes:
@@ -127,6 +141,7 @@ class BenchConnection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "expected",
         "frame",
         "in_flight",
         "login_frame",
@@ -150,6 +165,7 @@ class BenchConnection(asyncio.Protocol):
         self.seq = 1 if login_frame else 0  # the login used sequence id 1
         self.in_flight = False
         self.sent_at = 0
+        self.expected = _ECHO_RES  # the answer type of the request in flight
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -170,12 +186,12 @@ class BenchConnection(asyncio.Protocol):
                     continue  # a push (sequence id 0) or a late answer: not ours to count
                 now = perf_counter_ns()
                 self.in_flight = False
-                if msg_type == _ECHO_RES:
+                if msg_type == self.expected:
                     stats.ok += 1
                     if stats.recording:
                         stats.latencies.append(now - self.sent_at)
                 else:
-                    stats.error(f"answer type {msg_type} to ECHO_REQ")
+                    stats.error(f"answer type {msg_type}, expected {self.expected}")
                 if stats.running:
                     self.send()
         if self.splitter.error is not None:
@@ -190,8 +206,20 @@ class BenchConnection(asyncio.Protocol):
             return  # the connection is gone (its loss was counted)
         _SEQ.pack_into(self.frame, _SEQ_OFFSET, seq)
         self.in_flight = True
+        self.expected = _ECHO_RES
         self.sent_at = perf_counter_ns()
         transport.write(self.frame)
+
+    def ping(self) -> None:
+        """One PING_REQ (idle mode's keep-alive); answered by PONG_RES, counted as ok."""
+        transport = self.transport
+        if transport is None or self.in_flight:
+            return
+        self.seq += 1
+        self.in_flight = True
+        self.expected = _PONG_RES
+        self.sent_at = perf_counter_ns()
+        transport.write(encode_message(MsgType.PING_REQ, self.seq, {"client_time_ms": 0}))
 
     def abandon(self) -> None:
         self.in_flight = False
@@ -296,7 +324,8 @@ async def run_worker(
     slot: int,
     wait_for_start: Callable[[], None],
 ) -> WorkerResult:
-    """One worker's share of the run: connect, wait for the common start, echo, report."""
+    """One worker's share of the run: connect, wait for the common start, echo (or hold
+    idle, then echo once), report."""
     stats = _Stats()
     conns, failures = await _open_connections(cfg, first_index, count, stats)
     shared[slot + 2] = len(conns)
@@ -306,20 +335,10 @@ async def run_worker(
     result.first_error = failures[0] if failures else ""
     if conns:
         publisher = asyncio.create_task(_publish(stats, conns, shared, slot, cfg.request_timeout_s))
-        stats.running = True
-        for conn in conns:
-            conn.send()
-        if cfg.warmup_s > 0:
-            await asyncio.sleep(cfg.warmup_s)
-        errors_before = stats.errors
-        started = time.perf_counter()
-        stats.recording = True
-        await asyncio.sleep(cfg.duration_s)
-        stats.recording = False
-        stats.running = False
-        result.elapsed_s = time.perf_counter() - started
-        result.messages = len(stats.latencies)
-        result.errors = stats.errors - errors_before
+        if cfg.idle:
+            await _idle_phase(cfg, conns, stats, result)
+        else:
+            await _echo_phase(cfg, conns, stats, result)
         result.latencies = stats.latencies.tobytes()
         result.first_error = result.first_error or stats.first_error
         publisher.cancel()
@@ -332,6 +351,73 @@ async def run_worker(
     return result
 
 
+async def _echo_phase(
+    cfg: BenchConfig, conns: list[BenchConnection], stats: _Stats, result: WorkerResult
+) -> None:
+    """Closed-loop echo on every connection: warm-up, then ``duration_s`` measured."""
+    stats.running = True
+    for conn in conns:
+        conn.send()
+    if cfg.warmup_s > 0:
+        await asyncio.sleep(cfg.warmup_s)
+    errors_before = stats.errors
+    started = time.perf_counter()
+    stats.recording = True
+    await asyncio.sleep(cfg.duration_s)
+    stats.recording = False
+    stats.running = False
+    result.elapsed_s = time.perf_counter() - started
+    result.messages = len(stats.latencies)
+    result.errors = stats.errors - errors_before
+
+
+async def _idle_phase(
+    cfg: BenchConfig, conns: list[BenchConnection], stats: _Stats, result: WorkerResult
+) -> None:
+    """Hold every connection for ``duration_s``, silent or with a PING every
+    ``ping_interval_s``; then one ECHO on each that is still open, all at once.
+
+    This is what a lobby full of players looks like to the servers: connections that cost
+    memory, not CPU. The closing echo proves each one still works end to end.
+    """
+    pinger = None
+    if cfg.ping_interval_s > 0:
+        pinger = asyncio.create_task(_ping_every(conns, cfg.ping_interval_s))
+    await asyncio.sleep(cfg.duration_s)
+    if pinger is not None:
+        pinger.cancel()
+    await _all_answered(conns)  # a late PONG must not be taken for the echo's answer
+    result.pongs = stats.ok
+    result.dropped = sum(1 for conn in conns if conn.transport is None)
+    errors_before = stats.errors
+    started = time.perf_counter()
+    stats.recording = True
+    for conn in conns:
+        conn.send()
+    await _all_answered(conns)
+    stats.recording = False
+    result.elapsed_s = time.perf_counter() - started
+    result.messages = len(stats.latencies)
+    result.errors = stats.errors - errors_before
+
+
+async def _ping_every(conns: list[BenchConnection], interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        for conn in conns:
+            conn.ping()
+
+
+async def _all_answered(conns: list[BenchConnection]) -> None:
+    """Until no request is in flight; :func:`_publish` expires the ones never answered.
+
+    Polled, not an Event: signalling would put bookkeeping on the per-answer hot path that
+    echo mode is measured with, and this runs twice per idle run.
+    """
+    while any(conn.in_flight for conn in conns):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
 def _worker_process(
     cfg: BenchConfig,
     first_index: int,
@@ -341,7 +427,7 @@ def _worker_process(
     start: threading.Barrier,
     results: multiprocessing.connection.Connection,
 ) -> None:
-    raise_open_files_limit()
+    raise_nofile_limit()
 
     def wait_for_start() -> None:
         start.wait(timeout=600)
@@ -356,8 +442,17 @@ def _worker_process(
     results.close()
 
 
-def run_bench(cfg: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
-    """Run the benchmark in worker processes; return the report (see :func:`build_report`)."""
+def run_bench(
+    cfg: BenchConfig,
+    progress: TextIO | None = sys.stderr,
+    on_ready: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark in worker processes; return the report (see :func:`build_report`).
+
+    ``on_ready`` runs once every worker has opened (and logged in) its connections and
+    before any of them sends another byte: the moment to look at the servers with all
+    connections established and idle (``scripts/bench_idle.py`` reads their RSS there).
+    """
     processes = max(1, min(cfg.processes, cfg.connections))
     ctx = multiprocessing.get_context("fork")  # cheap, and the parent has no loop or threads
     shared = ctx.Array("q", processes * _SLOTS, lock=False)
@@ -377,10 +472,18 @@ def run_bench(cfg: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[st
         sender.close()
         workers.append((proc, receiver))
         first += count
+    connect_s = 0.0
     try:
         if progress is not None:
             print(f"connecting {cfg.connections} connection(s)...", file=progress, flush=True)
+        connecting = time.monotonic()
         if _await_ready(workers, shared):
+            connect_s = time.monotonic() - connecting
+            if progress is not None:
+                opened = sum(shared[i * _SLOTS + 2] for i in range(processes))
+                print(f"{opened} open after {connect_s:.1f} s", file=progress, flush=True)
+            if on_ready is not None:
+                on_ready()
             start.wait(timeout=60)
         else:
             start.abort()  # a worker died while connecting: release the others
@@ -390,7 +493,9 @@ def run_bench(cfg: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[st
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
-    return build_report(cfg, processes, results)
+    report = build_report(cfg, processes, results)
+    report["connect_s"] = round(connect_s, 3)
+    return report
 
 
 def _await_ready(
@@ -451,7 +556,12 @@ def _collect(
 
 
 def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) -> dict[str, Any]:
-    """The JSON report: the keys the brief promised plus a few for diagnosis."""
+    """The JSON report: the keys the brief promised plus a few for diagnosis.
+
+    In idle mode ``messages``, ``duration_s`` and the latencies describe the closing ECHO
+    round (one per connection), and ``hold_s``, ``ping_interval_s``, ``pongs`` and
+    ``dropped`` the hold before it.
+    """
     messages = sum(r.messages for r in results)
     elapsed = max((r.elapsed_s for r in results), default=0.0)
     report: dict[str, Any] = {
@@ -467,16 +577,46 @@ def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) 
         "login": cfg.login,
         "first_error": next((r.first_error for r in results if r.first_error), ""),
     }
+    if cfg.idle:
+        report.update(
+            mode="idle",
+            hold_s=cfg.duration_s,
+            ping_interval_s=cfg.ping_interval_s,
+            pongs=sum(r.pongs for r in results),
+            dropped=sum(r.dropped for r in results),
+        )
     return report
 
 
 def format_report(report: dict[str, Any], cfg: BenchConfig) -> str:
+    if cfg.idle:
+        return _format_idle_report(report, cfg)
     lines = [
         f"target      {cfg.host}:{cfg.port}  ({'login' if cfg.login else 'no login'}, "
         f"{cfg.payload_bytes}-byte payloads, {report['processes']} process(es))",
         f"connections {report['connections']} open, {report['connect_errors']} failed",
         f"messages    {report['messages']} in {report['duration_s']} s = "
         f"{report['msgs_per_s']:.0f} msgs/s",
+        f"latency ms  p50 {report['p50_ms']}  p90 {report['p90_ms']}  "
+        f"p99 {report['p99_ms']}  max {report['max_ms']}",
+        f"errors      {report['errors']}",
+    ]
+    if report["first_error"]:
+        lines.append(f"first error {report['first_error']}")
+    return "\n".join(lines)
+
+
+def _format_idle_report(report: dict[str, Any], cfg: BenchConfig) -> str:
+    keepalive = (f"PING every {cfg.ping_interval_s:g} s, {report['pongs']} answered"
+                 if cfg.ping_interval_s > 0 else "silent")
+    lines = [
+        f"target      {cfg.host}:{cfg.port}  ({'login' if cfg.login else 'no login'}, idle, "
+        f"{report['processes']} process(es))",
+        f"connections {report['connections']} open, {report['connect_errors']} failed, "
+        f"in {report['connect_s']} s",
+        f"held        {cfg.duration_s:g} s ({keepalive}), {report['dropped']} dropped",
+        f"echo        {report['messages']} answered, one per open connection, in "
+        f"{report['duration_s']} s",
         f"latency ms  p50 {report['p50_ms']}  p90 {report['p90_ms']}  "
         f"p99 {report['p99_ms']}  max {report['max_ms']}",
         f"errors      {report['errors']}",

@@ -36,7 +36,7 @@ from protocol import (
     encode_message,
     read_header,
 )
-from test_client.oslimits import raise_open_files_limit
+from servicekit.fdlimit import raise_nofile_limit
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5099)
     parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES)
     args = parser.parse_args(argv)
-    raise_open_files_limit()
+    raise_nofile_limit()
     try:
         uvloop.run(serve(args.host, args.port, args.max_frame_bytes))
     except OSError as exc:
