@@ -24,6 +24,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -214,22 +215,45 @@ def test_compose_stack_scaled_scraped_and_drained(stack: Stack) -> None:
           f"{sorted(targets['gateway'])}, node ids {sorted(ids)}")
 
     # ---- down: drained, quickly ---------------------------------------------------------------
+    # The containers' logs go with them, so a follower must be attached to every app
+    # container before `down` starts. It replays each container's history before following,
+    # so a line from a container proves its stream is attached: wait for one from each.
     follower = subprocess.Popen(
         ["docker", "compose", "-p", stack.project, "-f", str(COMPOSE_FILE), "logs",
-         "--follow", "--no-color", "--since", "1s", "gateway", "gameserver"],
+         "--follow", "--no-color", "gateway", "gameserver"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=stack.env,
         cwd=REPO_ROOT)
+    followed: list[str] = []
+
+    def pump() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            followed.append(line)
+
+    reader = threading.Thread(target=pump, name="compose-logs", daemon=True)
+    reader.start()
+
+    def attached() -> set[str] | None:
+        """The app containers (``gameserver-2``, ...) the follower has printed lines of."""
+        prefixes = {line.split("|", 1)[0].strip() for line in list(followed) if "|" in line}
+        ours = {p for p in prefixes if "gameserver" in p or "gateway" in p}
+        return ours if len(ours) == REPLICAS + 1 else None
+
     try:
-        time.sleep(1.0)  # let the follower attach before the containers go
+        wait_until(attached, timeout=30, interval=0.2,
+                   message=lambda: "compose logs --follow: a line from every app container; "
+                                   f"so far:\n{''.join(followed[-20:])}")
         started = time.monotonic()
         stack.compose("down", "-v", timeout=120)
         down_s = time.monotonic() - started
     finally:
         try:
-            logs, _ = follower.communicate(timeout=15)
+            follower.wait(timeout=15)
         except subprocess.TimeoutExpired:
             follower.kill()
-            logs, _ = follower.communicate()
+            follower.wait()
+        reader.join(timeout=15)
+    logs = "".join(followed)
     print(f"compose down -v: {down_s:.1f} s")
     assert down_s < DOWN_LIMIT_S, f"compose down took {down_s:.1f} s"
     drains = [line for line in logs.splitlines() if "SIGTERM received: draining" in line]
