@@ -45,6 +45,59 @@ settings.load_profile(
 )
 
 
+# --- live fuzz -------------------------------------------------------------------------------
+
+DEFAULT_FUZZ_SECONDS = 20.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gamebackbone live fuzz (tests/test_fuzz_live.py)")
+    group.addoption("--fuzz-seconds", type=float, default=None,
+                    help="how long the live fuzz runs (env GB_FUZZ_SECONDS; default "
+                    f"{DEFAULT_FUZZ_SECONDS:g})")
+    group.addoption("--fuzz-seed", type=int, default=None,
+                    help="seed of the live fuzz, to replay a failure (env GB_FUZZ_SEED; "
+                    "default random, printed)")
+
+
+def fuzz_seconds(config: pytest.Config) -> float:
+    """--fuzz-seconds, else GB_FUZZ_SECONDS, else the CI default."""
+    value = config.getoption("--fuzz-seconds")
+    if value is None:
+        value = float(os.environ.get("GB_FUZZ_SECONDS") or DEFAULT_FUZZ_SECONDS)
+    return float(value)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A longer live fuzz gets a pytest timeout that grows with it (start-up and checks
+    take well under a minute on top of the fuzzing itself)."""
+    seconds = fuzz_seconds(config)
+    for item in items:
+        if item.get_closest_marker("live_fuzz") is not None:
+            item.add_marker(pytest.mark.timeout(max(120.0, seconds + 90.0)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "live_fuzz: runs for --fuzz-seconds; its pytest timeout grows with it")
+
+
+@pytest.fixture
+def fuzz_duration(request: pytest.FixtureRequest) -> float:
+    """Seconds the live fuzz runs (see :func:`fuzz_seconds`)."""
+    return fuzz_seconds(request.config)
+
+
+@pytest.fixture
+def fuzz_seed(request: pytest.FixtureRequest) -> int:
+    """--fuzz-seed, else GB_FUZZ_SEED, else a fresh random seed (the test prints it)."""
+    value = request.config.getoption("--fuzz-seed")
+    if value is None:
+        env = os.environ.get("GB_FUZZ_SEED")
+        value = int(env) if env else int.from_bytes(os.urandom(4), "big")
+    return int(value)
+
+
 # --- failure reports -------------------------------------------------------------------------
 
 

@@ -415,6 +415,14 @@ class ServiceProcess:
             raise ServiceFailed(f"{self.name} /metrics answered HTTP {status}: {body[:200]}")
         return body
 
+    def metric(self, sample: str) -> float:
+        """The value of one sample of /metrics, named with its labels exactly as exposed
+        (``gateway_disconnects_total{reason="idle_timeout"}``); 0 if absent."""
+        for line in self.metrics_text().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     # logs
 
     def log_offset(self) -> int:
