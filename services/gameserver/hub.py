@@ -426,6 +426,7 @@ class Hub:
         session = self.sessions.by_socket.get(socket_id)
         if session is None or session.socket_id != socket_id:
             return
+        self._unsure_logouts.discard(session.session_id)  # no LOGOUT retry can come now
         self.sessions.detach_socket(socket_id)
         await self.commits.barrier()
         if _reattached_or_gone(session):

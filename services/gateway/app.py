@@ -30,6 +30,11 @@ from servicekit.startup import bind_failed
 log = logging.getLogger("gateway")
 
 
+#: A registry read that takes longer counts as a Redis failure: a Redis that hangs instead of
+#: refusing turns /readyz unready this fast, not after the client's socket timeouts (~13 s).
+REGISTRY_READ_TIMEOUT_S = 2.0
+
+
 class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -127,7 +132,8 @@ class GatewayApp:
         while True:
             started = time.perf_counter()
             try:
-                registry = await read_registry(self.redis)
+                async with asyncio.timeout(REGISTRY_READ_TIMEOUT_S):
+                    registry = await read_registry(self.redis)
             except REDIS_FAILURES as exc:
                 metrics.redis_errors.labels("discovery").inc()
                 self.health.failed(exc, "keeping the last known GameServers and retrying")
