@@ -597,13 +597,19 @@ def format_report(report: dict[str, Any], cfg: BenchConfig) -> str:
         f"connections {report['connections']} open, {report['connect_errors']} failed",
         f"messages    {report['messages']} in {report['duration_s']} s = "
         f"{report['msgs_per_s']:.0f} msgs/s",
+    ]
+    return "\n".join(lines + _latency_and_errors(report))
+
+
+def _latency_and_errors(report: dict[str, Any]) -> list[str]:
+    lines = [
         f"latency ms  p50 {report['p50_ms']}  p90 {report['p90_ms']}  "
         f"p99 {report['p99_ms']}  max {report['max_ms']}",
         f"errors      {report['errors']}",
     ]
     if report["first_error"]:
         lines.append(f"first error {report['first_error']}")
-    return "\n".join(lines)
+    return lines
 
 
 def _format_idle_report(report: dict[str, Any], cfg: BenchConfig) -> str:
@@ -617,13 +623,8 @@ def _format_idle_report(report: dict[str, Any], cfg: BenchConfig) -> str:
         f"held        {cfg.duration_s:g} s ({keepalive}), {report['dropped']} dropped",
         f"echo        {report['messages']} answered, one per open connection, in "
         f"{report['duration_s']} s",
-        f"latency ms  p50 {report['p50_ms']}  p90 {report['p90_ms']}  "
-        f"p99 {report['p99_ms']}  max {report['max_ms']}",
-        f"errors      {report['errors']}",
     ]
-    if report["first_error"]:
-        lines.append(f"first error {report['first_error']}")
-    return "\n".join(lines)
+    return "\n".join(lines + _latency_and_errors(report))
 
 
 def default_user_id_base() -> int:
