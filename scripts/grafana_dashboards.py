@@ -417,15 +417,19 @@ def overview() -> dict[str, Any]:
         "Server error ratio", "As the HighErrorRate alert (fires above 5 % for 5 minutes).",
         targets((server_error_ratio(), "server errors")), "percentunit"), 8, 8)
     lay.add(timeseries(
-        "Gateway: dropped and unroutable", "Client frames not delivered to a GameServer (each "
-        "answered SERVER_UNAVAILABLE), records for sockets already gone, framing violations "
-        "and backpressure disconnects, per second.",
+        "Gateway: dropped, refused, unroutable", "Client frames not delivered to a GameServer "
+        "(each answered SERVER_UNAVAILABLE), frames over the per-connection rate limit "
+        "(answered RATE_LIMITED), records for sockets already gone, framing violations, "
+        "backpressure disconnects and socket reads paused by the in-flight window, per "
+        "second.",
         targets(
             (sum_by_rate("reason", "gateway_dropped_frames_total"), "dropped {{reason}}"),
+            (f"sum({rate('gateway_rate_limited_frames_total')})", "rate limited"),
             (sum_by_rate("kind", "gateway_unroutable_records_total"), "unroutable {{kind}}"),
             (f"sum({rate('gateway_protocol_errors_total')})", "protocol errors"),
             (f"sum({rate('gateway_backpressure_disconnects_total')})",
-             "backpressure disconnects")), "cps"), 8, 8)
+             "backpressure disconnects"),
+            (f"sum({rate('gateway_reading_pauses_total')})", "reads paused")), "cps"), 8, 8)
     lay.add(timeseries(
         "Gateway disconnects by reason", "Client connections closed, by cause.",
         targets((sum_by_rate("reason", "gateway_disconnects_total"), "{{reason}}")), "cps",
