@@ -222,7 +222,7 @@ class Relay:
                 frames_out += 1
                 bytes_out += len(body)
                 # An answer (type below the notifications; u16 at offset 4) frees a slot.
-                if not body[4] and body[5] < FIRST_NOTIFICATION_TYPE:
+                if len(body) > 5 and not body[4] and body[5] < FIRST_NOTIFICATION_TYPE:
                     self.admission.answered(conn)
             elif kind == Kind.PIN:
                 conn = connections.get(socket_id)
