@@ -10,7 +10,6 @@ the batch, so the owner can count it, log it and answer whoever waits: never a s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -18,11 +17,14 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
+from servicekit.redial import hang_up
 from servicekit.zmqloop import ZmqReader
 
 log = logging.getLogger(__name__)
 
 HIGH_WATER_MARK = 100_000
+#: On close, queued batches get this long to leave (a drain's last answers).
+LINGER_MS = 1000
 
 #: (peer routing id, records)
 RecordHandler = Callable[[bytes, list[Record]], None]
@@ -57,7 +59,7 @@ class BatchRouter:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
         self.socket = sock
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False
@@ -83,8 +85,9 @@ class BatchRouter:
         self.socket.connect(endpoint)
 
     def disconnect(self, endpoint: str) -> None:
-        with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
-            self.socket.disconnect(endpoint)
+        """Hang up on a peer; see :mod:`servicekit.redial` before dialling its routing id
+        again."""
+        hang_up(self.socket, endpoint, LINGER_MS)
 
     def send(self, peer: bytes, kind: Kind, socket_id: bytes, arg: int, body: bytes) -> None:
         outbox = self._outboxes.get(peer)
@@ -132,4 +135,4 @@ class BatchRouter:
             self._monitor_reader.close()
             self.socket.disable_monitor()
             self._monitor.close(0)
-        self.socket.close(linger=1000)
+        self.socket.close(linger=LINGER_MS)

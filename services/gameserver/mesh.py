@@ -11,7 +11,6 @@ to the same server port with a DEALER.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import itertools
 import logging
@@ -24,6 +23,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from gameserver import metrics
+from servicekit.redial import RedialGuard, hang_up
 from servicekit.redis_health import RetryDelays
 from servicekit.registry import Registry
 from servicekit.zmqloop import ZmqReader
@@ -126,6 +126,7 @@ class MeshClient:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         self._socket = sock
         self.peers: dict[int, str] = {}
+        self._redial = RedialGuard()
         #: Peers whose connection is known to be down (it dropped after being up): calls
         #: to them fail at once instead of waiting out their deadline.
         self._down: set[str] = set()
@@ -150,6 +151,8 @@ class MeshClient:
                 continue
             if node_id in self.peers:
                 self._hang_up(node_id)
+            if not self._redial.may_dial(mesh_routing_id(node_id)):
+                continue  # hung up a moment ago (libzmq would abort): the next update dials
             self._socket.setsockopt(zmq.CONNECT_ROUTING_ID, mesh_routing_id(node_id))
             self._socket.connect(endpoint)
             self.peers[node_id] = endpoint
@@ -181,8 +184,8 @@ class MeshClient:
     def _hang_up(self, node_id: int) -> None:
         endpoint = self.peers.pop(node_id)
         self._down.discard(endpoint)
-        with contextlib.suppress(zmq.ZMQError):  # never connected, or already gone
-            self._socket.disconnect(endpoint)
+        hang_up(self._socket, endpoint, 0)
+        self._redial.hung_up(mesh_routing_id(node_id))
 
     async def call(self, node_id: int, method: str, body: dict[str, Any],
                    deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import zmq
 
 from protocol.internal import Kind
 from servicekit.batchrouter import BatchRouter, RecordHandler, UndeliverableHandler
+from servicekit.redial import RedialGuard
 
 log = logging.getLogger("gateway.links")
 
@@ -62,6 +63,8 @@ class GameServerLinks:
         self.send = self._router.send
         self.flush = self._router.flush
         self.upstreams: dict[bytes, Upstream] = {}
+        #: A node hung up on is dialled again only after a pause (libzmq would abort).
+        self._redial = RedialGuard()
         #: CLOSED records a down node must get if it comes back (even after leaving the
         #: registry: a paused process re-registers): routing id -> (kept until, sockets).
         self._owed_closed: dict[bytes, tuple[float, list[tuple[bytes, int]]]] = {}
@@ -81,6 +84,8 @@ class GameServerLinks:
                 self._hang_up(upstream)
                 upstream = None
             if upstream is None:
+                if not self._redial.may_dial(routing_id):
+                    continue  # hung up a moment ago: dialled at the next update
                 upstream = Upstream(node_id, routing_id, endpoint)
                 self._router.connect(endpoint, routing_id)
                 self.upstreams[routing_id] = upstream
@@ -106,6 +111,7 @@ class GameServerLinks:
 
     def _hang_up(self, upstream: Upstream) -> None:
         self._router.disconnect(upstream.endpoint)
+        self._redial.hung_up(upstream.routing_id)
         self.upstreams.pop(upstream.routing_id, None)
         self._down(upstream)
 
