@@ -25,7 +25,8 @@ from tests.support.waiting import wait_until, wait_until_async
 
 # Clusters here use the fast test timings of tests/support/cluster.py (heartbeat 0.25 s,
 # registry expiry NODE_TTL_S = 2 s, discovery 0.2 s) and a short mesh deadline.
-CLUSTER_ENV = {"MESH_DEADLINE_S": "0.5"}
+#: Players MOVE flat out (one in flight, hundreds a second each): no per-client rate limit.
+CLUSTER_ENV = {"MESH_DEADLINE_S": "0.5", "CLIENT_RATE_LIMIT": "0"}
 REGISTRY_EXPIRY_S = 2.0
 
 

@@ -118,7 +118,8 @@ async def test_aof_always_kill_9_loses_no_acknowledged_move(  # type: ignore[no-
     system_factory, redis_factory
 ) -> None:
     redis_server = redis_factory(persistent=True)  # appendfsync always
-    cluster: Cluster = system_factory(redis=redis_server)
+    # The players MOVE flat out, far over the per-client rate limit.
+    cluster: Cluster = system_factory(redis=redis_server, env={"CLIENT_RATE_LIMIT": "0"})
     clients = [await RawClient.connect(cluster.gateway_address) for _ in range(4)]
     for client in clients:
         await client.login(new_user_id())
