@@ -174,3 +174,32 @@ async def test_a_call_cut_short_by_a_deadline_leaves_no_poisoned_connection(  # 
         assert await client.get("b") == b"reply-for-b"
     finally:
         await client.aclose()
+
+
+async def test_after_a_redis_restart_no_request_gets_a_stale_pooled_connection(  # type: ignore[no-untyped-def]
+    system_factory, redis_factory
+) -> None:
+    """Redis restarts under a GameServer whose pool holds connections to the old process:
+    once it is ready again, a burst of logins all succeed (none is handed a connection the
+    old server closed, which would fail as "Connection closed by server")."""
+    redis_server = redis_factory(persistent=True)
+    cluster: Cluster = system_factory(redis=redis_server)
+    gameserver = cluster.gameserver.process
+
+    async def login_burst(count: int) -> list[str]:
+        clients = await asyncio.gather(*(RawClient.connect(cluster.gateway_address)
+                                         for _ in range(count)))
+        answers = await asyncio.gather(*(
+            c.request(MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()},
+                      timeout=ANSWER_TIMEOUT_S) for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
+        return [a.payload.get("error", "ok") if a.msg_type == MsgType.LOGIN_RES
+                else a.payload.get("code", "?") for a in answers]
+
+    assert set(await login_burst(40)) == {"ok"}  # fills the pool with connections
+    # Their sockets closed: wait for the detaches, so the pool is idle when Redis goes.
+    wait_until(lambda: gameserver.metric("gameserver_sessions_active") == 0, timeout=15,
+               message="sessions still attached")
+    redis_server.restart(kill=True)  # returns once the new Redis answers PING
+    outcomes = await login_burst(40)
+    assert outcomes == ["ok"] * 40, outcomes

@@ -570,10 +570,17 @@ class Hub:
         gateway_id = body["gateway"].encode()
         socket_id = bytes.fromhex(body["socket"])
         try:
-            result = await self.store.resume(session_id, "", "", gateway_id, socket_id.hex(),
-                                             self.lease_ms, None)
+            async with asyncio.timeout_at(self._redis_deadline()):
+                result = await self.store.resume(session_id, "", "", gateway_id,
+                                                 socket_id.hex(), self.lease_ms, None)
         except ResumeRejected as rejected:
             return {"adopted": False, "code": rejected.code}
+        except REDIS_FAILURES as exc:
+            # The drainer keeps the session (and kicks it with SERVER_SHUTDOWN if nobody
+            # takes it); should resume.lua have run regardless, fencing settles who owns it.
+            log.error("Cannot adopt handed-over session, Redis unavailable: SessionId=%d: %s",
+                      session_id, exc or type(exc).__name__)
+            return {"adopted": False, "code": ErrorCode.SERVER_UNAVAILABLE.value}
         self._take_over(gateway_id, socket_id, session_id, result, result.accept_lz4, None)
         metrics.sessions_resumed.labels("handover").inc()
         return {"adopted": True}
