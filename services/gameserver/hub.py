@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +83,8 @@ class Hub:
         #: Sessions whose logout.lua may have run although the LOGOUT was answered
         #: SERVER_UNAVAILABLE: the retry must not be told the session is someone else's.
         self._unsure_logouts: set[int] = set()
+        #: Sessions a LOGIN in progress here is replacing (session id -> such logins).
+        self._being_replaced: Counter[int] = Counter()
         self.router = router
         self._pipeline = compose(middlewares, router)
         self._busy: dict[bytes, deque[_Item]] = {}
@@ -231,8 +233,24 @@ class Hub:
         log.info("Handling unpinned session: Socket=%s, UserId=%d",
                  format_socket_id(ctx.socket_id), user_id)
         key, key_hash = new_reconnect_key()
-        released_elsewhere: int | None = None
         deadline = self._redis_deadline()
+        replaced = self.sessions.by_user.get(user_id)
+        if replaced is not None:
+            # A state change of the session we replace may still be committed after
+            # login.lua ends it, and be fenced "gone": its socket must then get this login's
+            # DUPLICATE_LOGIN kick, not a silent close (see _on_fenced).
+            self._being_replaced[replaced.session_id] += 1
+        try:
+            return await self._login(ctx, user_id, accept_lz4, key, key_hash, deadline)
+        finally:
+            if replaced is not None:
+                self._being_replaced[replaced.session_id] -= 1
+                if not self._being_replaced[replaced.session_id]:
+                    del self._being_replaced[replaced.session_id]
+
+    async def _login(self, ctx: RequestContext, user_id: int, accept_lz4: bool, key: str,
+                     key_hash: str, deadline: float) -> Session:
+        released_elsewhere: int | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 previous = await self.store.locate_user(user_id)
@@ -459,7 +477,9 @@ class Hub:
         log.warning("Session no longer ours (%s), dropping local copy: SessionId=%d",
                     reason, session.session_id)
         metrics.sessions_fenced.inc()
-        if session.socket_id is not None and session.gateway_id is not None:
+        if session.session_id in self._being_replaced:
+            pass  # a LOGIN of its user replaced it here: that login kicks its socket
+        elif session.socket_id is not None and session.gateway_id is not None:
             if reason == "moved":
                 self.kick(session.gateway_id, session.socket_id,
                           KickReason.SESSION_RESUMED_ELSEWHERE)
