@@ -194,7 +194,9 @@ async def test_no_login_within_login_timeout_is_kicked_even_while_pinging(
         pinger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pinger
-        assert time.monotonic() - started >= 2.0  # not before LOGIN_TIMEOUT_S
+        # Not before LOGIN_TIMEOUT_S (2 s), counted by the Gateway from its accept, which may
+        # come a moment before our connect() returned.
+        assert time.monotonic() - started >= 1.9
         # Each PING was answered (NOT_LOGGED_IN: a session comes first), and kept nothing open.
         assert [f.payload.get("code") for f in frames[:-1]] == [ErrorCode.NOT_LOGGED_IN] * (
             len(frames) - 1) and len(frames) > 5, frames
