@@ -56,9 +56,11 @@ NO_RESUME_KICKS = frozenset(
 )
 #: Kicks that announce the socket is going away although the session lives on.
 RESUME_NOW_KICKS = frozenset({KickReason.SERVER_SHUTDOWN, KickReason.IDLE_TIMEOUT})
-#: RECONNECT_RES errors worth another attempt (possibly through another Gateway).
+#: RECONNECT errors worth another attempt (possibly through another Gateway); RATE_LIMITED
+#: comes from a Gateway that refused the frame unread (the backoff slows us down).
 RETRYABLE_RESUME_ERRORS = frozenset(
-    {ErrorCode.SERVER_UNAVAILABLE, ErrorCode.SERVER_BUSY, ErrorCode.INTERNAL_ERROR}
+    {ErrorCode.SERVER_UNAVAILABLE, ErrorCode.SERVER_BUSY, ErrorCode.INTERNAL_ERROR,
+     ErrorCode.RATE_LIMITED}
 )
 #: A resumed connection that dies sooner than this counts as flapping and backs off.
 FLAP_WINDOW_S = 2.0
