@@ -59,7 +59,7 @@ def _login_failure(ctx: RequestContext, code: ErrorCode, message: str) -> None:
     ctx.reply({"ok": False, "error": code.value, "message": message})
 
 
-def _admit_state_change(ctx: RequestContext) -> None:
+def admit_state_change(ctx: RequestContext) -> None:
     """Refuse a state change before it touches any state when it could only be held: Redis
     is failing (SERVER_UNAVAILABLE) or too much already waits for it (SERVER_BUSY). Both are
     transient: the watermark is rolled back and the same sequence id may be retried."""
@@ -147,7 +147,7 @@ async def move(ctx: RequestContext) -> Any:
     payload = ctx.payload
     x = _number_field(payload, "x")
     y = _number_field(payload, "y")
-    _admit_state_change(ctx)
+    admit_state_change(ctx)
     player = session.player
     player.x, player.y = x, y
     player.moves += 1
