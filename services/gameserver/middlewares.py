@@ -22,8 +22,10 @@ log = logging.getLogger("gameserver.pipeline")
 SESSION_ESTABLISHING = frozenset({MsgType.LOGIN_REQ, MsgType.RECONNECT_REQ})
 #: "Try again later" answers: the request was not carried out, so a retry with the same
 #: sequence id must be processed, not answered from the cache.
+#: "Try again" answers: not cached, the sequence id not used up (PROTOCOL.md §7.1).
+#: RATE_LIMITED is the Gateway's own, listed so a GameServer-side limiter may use it too.
 TRANSIENT_RESULTS = frozenset({ErrorCode.SERVER_BUSY.value, ErrorCode.SERVER_UNAVAILABLE.value,
-                               ErrorCode.INTERNAL_ERROR.value})
+                               ErrorCode.INTERNAL_ERROR.value, ErrorCode.RATE_LIMITED.value})
 
 
 class ExceptionHandlingMiddleware:
