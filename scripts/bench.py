@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -55,20 +56,21 @@ from typing import Any
 
 import uvloop
 
+from gameserver.config import GameServerConfig
+from gateway.config import GatewayConfig
 from servicekit.fdlimit import raise_nofile_limit
 from test_client.bench import BenchConfig, WorkerResult, build_report, run_worker
 from test_client.latency import merge_samples, summarize_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-#: Unprefixed service settings (GATEWAY_*, GAMESERVER_*, REDIS_* are stripped by prefix):
-#: removed from the inherited environment so the services run on their defaults.
-SERVICE_SETTINGS = frozenset({
-    "ADMIN_TOKEN", "AUTH_MODE", "AUTH_SECRET", "COMPRESSION_THRESHOLD_BYTES",
-    "DISCOVERY_INTERVAL_S", "IDLE_TIMEOUT_S", "LOG_FORMAT", "MAX_FRAME_BYTES",
-    "MAX_PENDING_COMMITS", "MESH_DEADLINE_S", "NODE_HEARTBEAT_S", "NODE_TTL_S",
-    "RECONNECT_GRACE_S", "RESPONSE_CACHE_SIZE", "SESSION_LEASE_S",
-})
+#: Every service setting (from the services' own config classes, so a new one is never
+#: missed): removed from the inherited environment so the services run on their defaults.
+SERVICE_SETTINGS = frozenset(
+    field.metadata["env"]
+    for config_type in (GatewayConfig, GameServerConfig)
+    for field in dataclasses.fields(config_type)
+)
 #: The echo benchmarks measure what the path can carry, not the per-client rate limit: one
 #: connection alone sends thousands of requests a second, far over CLIENT_RATE_LIMIT's default.
 ECHO_BENCH_ENV = {"CLIENT_RATE_LIMIT": "0"}
