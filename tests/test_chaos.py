@@ -25,7 +25,12 @@ from tests.support.chaos_schedule import FaultKind, parse_kinds
 from tests.support.redis_servers import redis_binary
 
 SECONDS = float(os.environ.get("GB_CHAOS_SECONDS", "60"))
-SEED = int(os.environ.get("GB_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+#: Under CI a fixed seed (hypothesis is derandomized there too: a red build must be the
+#: code's doing); elsewhere a fresh one each run, printed. Seed 2 injects every fault kind
+#: and twice a GameServer kill -9, and once aborted both Gateways (fixed since).
+CI_SEED = 2
+SEED = int(os.environ.get("GB_CHAOS_SEED")
+           or (CI_SEED if os.environ.get("CI") else random.SystemRandom().randrange(2**32)))
 KINDS = parse_kinds(os.environ.get("GB_CHAOS_FAULTS", "all"))
 
 pytestmark = pytest.mark.skipif(
