@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import ssl
 import time
 
 import orjson
@@ -17,6 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.connection import ClientConnection
 from gateway.links import GameServerLinks
 from gateway.relay import Relay
+from gateway.tls import ServerTls, TlsHandshake
 from protocol.internal import gateway_routing_id
 from servicekit.config import describe
 from servicekit.fdlimit import apply_nofile_limit
@@ -81,24 +83,58 @@ class GatewayApp:
         metrics.create_known_series()
         metrics.gameservers_live.set_function(lambda: len(links.live()))
         metrics.ready.set_function(lambda: 1 if self.readiness()[0] else 0)
-        try:
-            server = await loop.create_server(
-                lambda: ClientConnection(self.relay, config.max_frame_bytes),
-                config.client_host, config.client_port, reuse_address=True, backlog=4096,
-            )
-        except OSError as exc:
+        servers: list[asyncio.Server] = []
+
+        def give_up() -> None:
+            for server in servers:
+                server.close()
             links.close()
             ops.close()
-            return bind_failed(log, exc, config.client_port, "GATEWAY_CLIENT_PORT")
+
+        tls: ServerTls | None = None
+        if config.tls_enabled:
+            try:
+                tls = ServerTls(config.tls_cert_file, config.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("Cannot load the TLS certificate and key: %s (GATEWAY_TLS_CERT_FILE=%s,"
+                          " GATEWAY_TLS_KEY_FILE=%s)", exc, config.tls_cert_file,
+                          config.tls_key_file)
+                give_up()
+                return 2
+
+        def client() -> ClientConnection:
+            return ClientConnection(self.relay, config.max_frame_bytes)
+
+        if config.plaintext:
+            try:
+                servers.append(await loop.create_server(
+                    client, config.client_host, config.client_port, reuse_address=True,
+                    backlog=4096))
+            except OSError as exc:
+                give_up()
+                return bind_failed(log, exc, config.client_port, "GATEWAY_CLIENT_PORT")
+            log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
+        if tls is not None:
+            server_tls = tls
+            try:
+                # The idle timeout covers the handshake too.
+                servers.append(await loop.create_server(
+                    lambda: TlsHandshake(server_tls, client, config.idle_timeout_s),
+                    config.client_host, config.tls_port, reuse_address=True, backlog=4096))
+            except OSError as exc:
+                give_up()
+                return bind_failed(log, exc, config.tls_port, "GATEWAY_TLS_PORT")
+            loop.add_signal_handler(signal.SIGHUP, server_tls.reload)
+            log.info("Listening for TLS clients on %s:%d (certificate %s; SIGHUP reloads it)",
+                     config.client_host, config.tls_port, config.tls_cert_file)
         self.listening = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
-        log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
         tasks = [asyncio.create_task(self._discovery_loop()),
                  asyncio.create_task(self._hello_loop()),
                  asyncio.create_task(self._sweep_loop())]
         await self.stopping.wait()
-        await self._drain(server)
+        await self._drain(servers)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,7 +193,7 @@ class GatewayApp:
             await asyncio.sleep(interval)
             self.relay.sweep(self.relay.clock())
 
-    async def _drain(self, server: asyncio.Server) -> None:
+    async def _drain(self, servers: list[asyncio.Server]) -> None:
         """Stop accepting, tell every client SERVER_SHUTDOWN, close after a grace.
 
         During the grace the connections keep working, so answers in flight arrive; clients
@@ -166,7 +202,8 @@ class GatewayApp:
         """
         relay = self.relay
         relay.accepting = False
-        server.close()
+        for server in servers:
+            server.close()
         grace = self.config.drain_grace_s
         log.info("Draining %d client connections (grace %.1fs)", len(relay.connections), grace)
         emptied = asyncio.Event()

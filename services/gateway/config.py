@@ -14,6 +14,18 @@ class GatewayConfig(CommonConfig):
                                help="address game clients connect to")
     client_port: int = setting(5000, env="GATEWAY_CLIENT_PORT",
                                help="TCP port game clients connect to", min=0, max=65535)
+    tls_cert_file: str = setting(
+        "", env="GATEWAY_TLS_CERT_FILE",
+        help="PEM certificate (chain) for TLS clients; with GATEWAY_TLS_KEY_FILE the Gateway "
+        "also listens for TLS on GATEWAY_TLS_PORT; SIGHUP reloads both files")
+    tls_key_file: str = setting("", env="GATEWAY_TLS_KEY_FILE",
+                                help="PEM private key of GATEWAY_TLS_CERT_FILE")
+    tls_port: int = setting(5443, env="GATEWAY_TLS_PORT",
+                            help="TCP port of TLS game clients (with a certificate set)",
+                            min=0, max=65535)
+    plaintext: bool = setting(
+        True, env="GATEWAY_PLAINTEXT",
+        help="also listen for plaintext clients on GATEWAY_CLIENT_PORT (false: TLS only)")
     p2p_port: int = setting(
         8001, env="GATEWAY_P2P_PORT",
         help="reserved for GameServer-initiated P2P connections; v1 Gateways dial the "
@@ -72,11 +84,21 @@ class GatewayConfig(CommonConfig):
         """The effective bucket depth (CLIENT_RATE_BURST, or twice the rate when unset)."""
         return self.client_rate_burst or 2 * self.client_rate_limit
 
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_file and self.tls_key_file)
+
     def validate(self) -> None:
         super().validate()
         if self.max_send_buffer_bytes < self.max_frame_bytes:
             raise ConfigError(
                 "GATEWAY_MAX_SEND_BUFFER_BYTES must be at least MAX_FRAME_BYTES"
             )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together: "
+                              "set both or neither")
+        if not self.plaintext and not self.tls_enabled:
+            raise ConfigError("GATEWAY_PLAINTEXT=false needs GATEWAY_TLS_CERT_FILE and "
+                              "GATEWAY_TLS_KEY_FILE: the Gateway would accept no client")
         if self.client_rate_limit and self.rate_burst < 1:
             raise ConfigError("CLIENT_RATE_BURST must be at least 1 when CLIENT_RATE_LIMIT is on")

@@ -32,6 +32,14 @@ disconnects = Counter(
     "idle_timeout|login_timeout|rate_limited|backpressure|shutdown|gameserver_down|"
     "handover_overflow|handover_timeout)", ["reason"],
 )
+tls_handshakes = Counter(f"{NS}_tls_handshakes_total", "TLS handshakes completed on the TLS port")
+tls_handshake_failures = Counter(
+    f"{NS}_tls_handshake_failures_total",
+    "TLS-port connections closed before their handshake completed, by reason "
+    "(not_tls|protocol_version|tls_error|timeout|closed)", ["reason"],
+)
+tls_reloads = Counter(f"{NS}_tls_reloads_total",
+                      "Certificate reloads on SIGHUP, by outcome (ok|failed)", ["outcome"])
 rate_limited_frames = Counter(
     f"{NS}_rate_limited_frames_total",
     "Client frames refused by the per-connection rate limit (answered ERROR_RES RATE_LIMITED)",
@@ -78,3 +86,7 @@ def create_known_series() -> None:
                    "gameserver_down", "handover_overflow", "handover_timeout"):
         disconnects.labels(reason)
     redis_errors.labels("discovery")
+    for reason in ("not_tls", "protocol_version", "tls_error", "timeout", "closed"):
+        tls_handshake_failures.labels(reason)
+    for outcome in ("ok", "failed"):
+        tls_reloads.labels(outcome)

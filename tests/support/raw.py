@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 from protocol import FrameSplitter, MsgType, decode_payload, encode_message, read_header
@@ -37,8 +38,14 @@ class RawClient:
         self.inbox: list[Frame] = []
 
     @classmethod
-    async def connect(cls, address: tuple[str, int]) -> RawClient:
-        reader, writer = await asyncio.open_connection(*address)
+    async def connect(cls, address: tuple[str, int],
+                      tls: ssl.SSLContext | None = None) -> RawClient:
+        """``tls``: a client context (server name "localhost") for the Gateway's TLS port."""
+        if tls is None:
+            reader, writer = await asyncio.open_connection(*address)
+        else:
+            reader, writer = await asyncio.open_connection(*address, ssl=tls,
+                                                           server_hostname="localhost")
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

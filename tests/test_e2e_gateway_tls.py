@@ -1,0 +1,199 @@
+"""TLS on the Gateway with real processes and real certificates (a throwaway CA from
+``trustme``): sessions over TLS beside the plaintext port, clients that cannot do TLS 1.2
+turned away without disturbing anybody, stalled handshakes timed out, SIGHUP reloading the
+certificate for new connections only, and a reload that fails keeping the old one."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from gateway.config import GatewayConfig
+from protocol import MsgType
+from servicekit.config import ConfigError
+from tests.support.cluster import Cluster
+from tests.support.ports import free_port
+from tests.support.raw import RawClient
+from tests.support.users import new_user_id
+from tests.support.waiting import wait_until
+
+IDLE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Certificates:
+    ca: trustme.CA
+    cert_file: Path
+    key_file: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def issue(self, common_name: str) -> None:
+        """A new certificate for localhost written over the files (what cert-manager does)."""
+        cert = self.ca.issue_cert("localhost", "127.0.0.1", common_name=common_name)
+        cert.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        cert.private_key_pem.write_to_path(str(self.key_file))
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Certificates:
+    certs = Certificates(trustme.CA(), tmp_path / "tls.crt", tmp_path / "tls.key")
+    certs.issue("first")
+    return certs
+
+
+@pytest.fixture
+def tls_cluster(system_factory, certificates: Certificates) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
+    tls_port = free_port()
+    cluster: Cluster = system_factory(env={
+        "GATEWAY_TLS_CERT_FILE": str(certificates.cert_file),
+        "GATEWAY_TLS_KEY_FILE": str(certificates.key_file),
+        "GATEWAY_TLS_PORT": str(tls_port),
+        "IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+    })
+    cluster.tls_port = tls_port  # type: ignore[attr-defined]
+    yield cluster
+
+
+def tls_address(cluster: Cluster) -> tuple[str, int]:
+    return cluster.gateway_host, cluster.tls_port  # type: ignore[attr-defined]
+
+
+def failures(cluster: Cluster, reason: str | None = None) -> float:
+    """Failed handshakes on the TLS port, of one reason or of all."""
+    reasons = [reason] if reason else ["not_tls", "protocol_version", "tls_error", "timeout",
+                                       "closed"]
+    return sum(cluster.gateway.process.metric(
+        f'gateway_tls_handshake_failures_total{{reason="{r}"}}') for r in reasons)
+
+
+async def peer_common_name(cluster: Cluster, certificates: Certificates) -> str:
+    client = await RawClient.connect(tls_address(cluster), certificates.client_context())
+    cert = client.writer.get_extra_info("peercert")
+    await client.close()
+    return dict(pair[0] for pair in cert["subject"])["commonName"]
+
+
+async def test_a_session_over_tls_beside_the_plaintext_port(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    client = await RawClient.connect(tls_address(tls_cluster), certificates.client_context())
+    assert client.writer.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+    await client.login(new_user_id())
+    echo = await client.request(MsgType.ECHO_REQ, 2, {"over": "tls"})
+    assert echo.payload == {"over": "tls"}
+    plain = await RawClient.connect(tls_cluster.gateway_address)
+    await plain.login(new_user_id())
+    assert (await plain.request(MsgType.ECHO_REQ, 2, {"over": "tcp"})).payload == {"over": "tcp"}
+    await asyncio.gather(client.close(), plain.close())
+    assert tls_cluster.gateway.process.metric("gateway_tls_handshakes_total") >= 1
+
+
+async def test_a_session_resumes_across_the_tls_and_plaintext_ports(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    secure = await RawClient.connect(tls_address(tls_cluster), certificates.client_context())
+    login = await secure.login(new_user_id())
+    moved = await secure.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})
+    secure.writer.transport.abort()
+    plain = await RawClient.connect(tls_cluster.gateway_address)
+    resumed = await plain.request(MsgType.RECONNECT_REQ, 3, {
+        "session_id": login.payload["session_id"],
+        "reconnect_key": login.payload["reconnect_key"]})
+    assert resumed.payload["ok"] and resumed.payload["state"]["moves"] == 1, resumed
+    again = await RawClient.connect(tls_address(tls_cluster), certificates.client_context())
+    back = await again.request(MsgType.RECONNECT_REQ, 4, {
+        "session_id": login.payload["session_id"],
+        "reconnect_key": resumed.payload["reconnect_key"]})
+    assert back.payload["ok"], back
+    assert (await again.request(MsgType.MOVE_REQ, 2, {"x": 1, "y": 1})).raw == moved.raw
+    await asyncio.gather(plain.close(), again.close())
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_plaintext_and_old_tls_on_the_tls_port_are_closed_and_counted(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    """Neither gets a byte of the protocol, each is counted by its reason, and a TLS
+    client beside them keeps being served."""
+    bystander = await RawClient.connect(tls_address(tls_cluster),
+                                        certificates.client_context())
+    await bystander.login(new_user_id())
+
+    plain = await RawClient.connect(tls_address(tls_cluster))
+    await plain.send_msg(MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()})
+    assert await plain.wait_closed(timeout=IDLE_TIMEOUT_S / 2) == []  # at once, not by timeout
+    wait_until(lambda: failures(tls_cluster, "not_tls") == 1, timeout=10,
+               message="plaintext client on the TLS port not counted")
+
+    old = certificates.client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await RawClient.connect(tls_address(tls_cluster), old)
+    wait_until(lambda: failures(tls_cluster, "protocol_version") == 1, timeout=10,
+               message="TLS 1.1 client not counted")
+    assert tls_cluster.gateway.process.metric("gateway_connections_total") == 1  # bystander
+
+    echo = await bystander.request(MsgType.ECHO_REQ, 2, {"still": "served"})
+    assert echo.payload == {"still": "served"}
+    await bystander.close()
+
+
+async def test_a_stalled_handshake_is_closed_by_the_idle_timeout(tls_cluster: Cluster) -> None:
+    stalled = socket.create_connection(tls_address(tls_cluster))
+    stalled.settimeout(10 * IDLE_TIMEOUT_S)
+    try:
+        assert stalled.recv(1024) == b""  # closed by the Gateway, nothing sent
+    except ConnectionResetError:
+        pass
+    finally:
+        stalled.close()
+    wait_until(lambda: failures(tls_cluster, "timeout") >= 1, timeout=10 * IDLE_TIMEOUT_S,
+               message="stalled handshake not counted")
+
+
+async def test_sighup_reloads_the_certificate_for_new_connections(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    gateway = tls_cluster.gateway.process
+    before = await RawClient.connect(tls_address(tls_cluster), certificates.client_context())
+    await before.login(new_user_id())
+    assert await peer_common_name(tls_cluster, certificates) == "first"
+
+    certificates.issue("second")
+    since = gateway.log_offset()
+    gateway.send_signal(signal.SIGHUP)
+    gateway.wait_for_log("TLS certificate reloaded", timeout=10, since=since)
+    assert await peer_common_name(tls_cluster, certificates) == "second"
+    # The connection made before the reload is untouched.
+    assert (await before.request(MsgType.ECHO_REQ, 2, {"a": 1})).payload == {"a": 1}
+
+    certificates.key_file.write_text("not a key")
+    since = gateway.log_offset()
+    gateway.send_signal(signal.SIGHUP)
+    gateway.wait_for_log("TLS certificate reload failed, keeping the current certificate",
+                         timeout=10, since=since)
+    assert await peer_common_name(tls_cluster, certificates) == "second"
+    assert gateway.running
+    await before.close()
+
+
+def test_tls_settings_are_checked_together() -> None:
+    with pytest.raises(ConfigError, match="set both or neither"):
+        GatewayConfig(tls_cert_file="/x.crt").validate()
+    with pytest.raises(ConfigError, match="GATEWAY_PLAINTEXT=false needs"):
+        GatewayConfig(plaintext=False).validate()
+    GatewayConfig(tls_cert_file="/x.crt", tls_key_file="/x.key", plaintext=False).validate()
