@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import orjson
@@ -13,19 +11,7 @@ from protocol.auth import verify_token
 from test_client import GameClient
 from test_client.shell import execute, split_script
 from test_client.testing import EchoServerProcess, free_port
-
-
-def run_cli(
-    *args: str, stdin: str | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "test_client", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.support.cli import run_cli
 
 
 @pytest.fixture(scope="module")

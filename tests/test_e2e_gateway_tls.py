@@ -13,17 +13,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 import trustme
 
 from gateway.config import GatewayConfig
 from protocol import MsgType
 from servicekit.config import ConfigError
+from test_client import GameClient
+from test_client.tls import TlsOptions
+from tests.support.cli import run_cli
 from tests.support.cluster import Cluster
 from tests.support.ports import free_port
 from tests.support.raw import RawClient
 from tests.support.users import new_user_id
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_until, wait_until_async
 
 IDLE_TIMEOUT_S = 2.0
 
@@ -33,6 +37,8 @@ class Certificates:
     ca: trustme.CA
     cert_file: Path
     key_file: Path
+    #: The CA's certificate, what a client is told to trust (--tls-ca).
+    ca_file: Path
 
     def client_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -48,7 +54,9 @@ class Certificates:
 
 @pytest.fixture
 def certificates(tmp_path: Path) -> Certificates:
-    certs = Certificates(trustme.CA(), tmp_path / "tls.crt", tmp_path / "tls.key")
+    certs = Certificates(trustme.CA(), tmp_path / "tls.crt", tmp_path / "tls.key",
+                         tmp_path / "ca.pem")
+    certs.ca.cert_pem.write_to_path(str(certs.ca_file))
     certs.issue("first")
     return certs
 
@@ -61,6 +69,7 @@ def tls_cluster(system_factory, certificates: Certificates) -> Iterator[Cluster]
         "GATEWAY_TLS_KEY_FILE": str(certificates.key_file),
         "GATEWAY_TLS_PORT": str(tls_port),
         "IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+        "CLIENT_RATE_LIMIT": "0",  # the bench below plays flat out
     })
     cluster.tls_port = tls_port  # type: ignore[attr-defined]
     yield cluster
@@ -197,3 +206,52 @@ def test_tls_settings_are_checked_together() -> None:
     with pytest.raises(ConfigError, match="GATEWAY_PLAINTEXT=false needs"):
         GatewayConfig(plaintext=False).validate()
     GatewayConfig(tls_cert_file="/x.crt", tls_key_file="/x.key", plaintext=False).validate()
+
+
+# ----------------------------------------------------------------- the test client over TLS
+def tls_flags(cluster: Cluster, certificates: Certificates) -> list[str]:
+    host, port = tls_address(cluster)
+    return ["--host", host, "--port", str(port), "--tls-ca", str(certificates.ca_file),
+            "--tls-server-name", "localhost"]
+
+
+def test_the_scripted_client_over_tls(tls_cluster: Cluster, certificates: Certificates) -> None:
+    done = run_cli(*tls_flags(tls_cluster, certificates), "--user-id",
+                           str(new_user_id()), "--run", "echo hi; move 1 2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ok login") and lines[1] == 'ok echo {"text":"hi"}', lines
+    assert lines[2].startswith("ok move") and '"moves":1' in lines[2], lines
+
+
+def test_the_client_refuses_a_server_it_cannot_verify(tls_cluster: Cluster) -> None:
+    host, port = tls_address(tls_cluster)
+    done = run_cli("--host", host, "--port", str(port), "--tls", "--user-id", "5",
+                           "--run", "echo hi")
+    assert done.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bench_over_tls(tls_cluster: Cluster, certificates: Certificates) -> None:
+    done = run_cli("bench", *tls_flags(tls_cluster, certificates), "--connections", "4",
+                           "--duration", "1", "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["connections"] == 4 and report["connect_errors"] == 0, report
+    assert report["messages"] > 0 and report["errors"] == 0, report
+
+
+async def test_the_client_library_resumes_over_tls(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    """The idle timeout (2 s here) kicks the client; it resumes over TLS by itself."""
+    client = GameClient(*tls_address(tls_cluster), tls=TlsOptions(
+        ca_file=str(certificates.ca_file), server_name="localhost"))
+    await client.connect()
+    await client.login(new_user_id())
+    assert (await client.move(1, 1))["moves"] == 1
+    await wait_until_async(lambda: client.reconnect_count >= 1, timeout=10 * IDLE_TIMEOUT_S,
+                           message="the client did not resume after its idle kick")
+    assert (await client.move(2, 2))["moves"] == 2
+    await client.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 
 import orjson
@@ -29,6 +30,7 @@ from test_client.shell import (
     stdout_line,
     to_json,
 )
+from test_client.tls import TlsOptions
 
 
 def _endpoint(text: str) -> Endpoint:
@@ -43,6 +45,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls", action="store_true",
+                        help="connect over TLS (to the Gateway's GATEWAY_TLS_PORT, 5443)")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="PEM CA bundle to trust instead of the system's (implies --tls)")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help="name the server certificate must carry, if not --host "
+                        "(implies --tls)")
+
+
+def _tls_options(args: argparse.Namespace) -> TlsOptions | None:
+    if not (args.tls or args.tls_ca or args.tls_server_name):
+        return None
+    return TlsOptions(ca_file=args.tls_ca, server_name=args.tls_server_name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="another Gateway to fail over to (repeatable)",
     )
+    _add_tls_arguments(parser)
     parser.add_argument("--user-id", type=_positive_int, help="user to log in as")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument("--token", help="login token (when the server runs AUTH_MODE=hmac)")
@@ -85,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--host", default="localhost")
     bench.add_argument("--port", type=int, default=5000)
+    _add_tls_arguments(bench)
     bench.add_argument("--connections", type=_positive_int, default=100)
     bench.add_argument(
         "--duration", type=float, default=10.0,
@@ -140,6 +160,7 @@ def _bench(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency,
         idle=args.idle,
         ping_interval_s=args.ping_interval,
+        tls=_tls_options(args),
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:
@@ -178,6 +199,7 @@ async def _session(args: argparse.Namespace) -> int:
         accept_compression=not args.no_compression,
         on_push=lambda push: stdout_line(push_line(push)),
         on_event=on_event,
+        tls=_tls_options(args),
     )
     token = args.token
     if args.auth_secret:
@@ -212,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "mint-token":
         return _mint(args)
+    tls = _tls_options(args)
+    if tls is not None:
+        try:
+            tls.context()
+        except (OSError, ssl.SSLError) as exc:
+            print(f"test_client: cannot use --tls-ca {tls.ca_file}: {exc}", file=sys.stderr)
+            return 2
     if args.command == "bench":
         return _bench(args)
     if args.user_id is None:

@@ -52,6 +52,7 @@ from protocol.auth import mint_token
 from protocol.frame import HEADER
 from servicekit.fdlimit import raise_nofile_limit
 from test_client.latency import merge_samples, summarize_ms
+from test_client.tls import TlsOptions
 
 _SEQ = struct.Struct(">I")
 _SEQ_OFFSET = 8  # u32 length, u16 msg_type, u8 flags, u8 reserved, then u32 sequence_id
@@ -93,6 +94,8 @@ class BenchConfig:
     #: if > 0, else silent), then one ECHO on each; see :func:`_idle_phase`.
     idle: bool = False
     ping_interval_s: float = 0.0
+    #: Connect over TLS (each worker builds its context from these plain options).
+    tls: TlsOptions | None = None
 
 
 @dataclass
@@ -263,6 +266,9 @@ async def _open_connections(
     template = echo_frame(cfg.payload_bytes)
     gate = asyncio.Semaphore(max(1, cfg.connect_concurrency))
     secret = cfg.auth_secret.encode() if cfg.auth_secret else None
+    tls: dict[str, Any] = {}
+    if cfg.tls is not None:
+        tls = {"ssl": cfg.tls.context(), "server_hostname": cfg.tls.server_hostname(cfg.host)}
 
     async def open_one(index: int) -> BenchConnection | str:
         login_frame = None
@@ -280,6 +286,7 @@ async def _open_connections(
                         lambda: BenchConnection(stats, template, login_frame, cfg.max_frame_bytes),
                         cfg.host,
                         cfg.port,
+                        **tls,
                     )
                     await conn.ready
             except (OSError, TimeoutError) as exc:

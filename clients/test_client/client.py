@@ -41,6 +41,7 @@ from test_client.errors import (
     RequestError,
     RequestTimeout,
 )
+from test_client.tls import TlsOptions
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ def check_response(msg_type: int, payload: dict[str, Any]) -> dict[str, Any]:
 class GameClient:
     """A game client: one session, resumed across connections and Gateways.
 
-    ``gateways`` lists failover endpoints tried after ``(host, port)``. Pushes land in
+    ``gateways`` lists failover endpoints tried after ``(host, port)``; ``tls`` connects to
+    all of them over TLS (:class:`test_client.tls.TlsOptions`). Pushes land in
     :attr:`pushes` (and ``on_push``); ``on_event(name, detail)`` reports ``disconnected``,
     ``reconnecting``, ``reconnected`` and ``reconnect_failed`` for logs or a terminal.
     """
@@ -135,8 +137,12 @@ class GameClient:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_push: Callable[[Push], None] | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.endpoints: list[Endpoint] = [(host, port)]
+        #: TLS to every Gateway endpoint (resumes included), or plaintext when None.
+        self.tls = tls
+        self._tls_context = tls.context() if tls is not None else None
         for endpoint in gateways or ():
             if tuple(endpoint) not in self.endpoints:
                 self.endpoints.append((endpoint[0], endpoint[1]))
@@ -536,10 +542,13 @@ class GameClient:
     async def _open(self, endpoint: Endpoint, limit_s: float) -> Connection:
         loop = asyncio.get_running_loop()
         host, port = endpoint
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: self._new_connection(endpoint), host, port),
-            max(limit_s, 0.001),
-        )
+        if self.tls is None:
+            opening = loop.create_connection(lambda: self._new_connection(endpoint), host, port)
+        else:
+            opening = loop.create_connection(
+                lambda: self._new_connection(endpoint), host, port, ssl=self._tls_context,
+                server_hostname=self.tls.server_hostname(host))
+        _, conn = await asyncio.wait_for(opening, max(limit_s, 0.001))
         return conn
 
     def _adopt(self, conn: Connection) -> None:
