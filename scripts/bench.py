@@ -220,15 +220,15 @@ class Services:
         return proc, metrics_port
 
     def gateway(self, name: str, redis_port: int, node_id: int, client_port: int = 0,
-                p2p_port: int = 0,
-                metrics_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
+                p2p_port: int = 0, metrics_port: int = 0,
+                extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, int]:
         client_port = client_port or free_port()
         metrics_port = metrics_port or free_port()
         proc = self.start(name, [
             PY, "-m", "gateway", "--redis-connection", f"127.0.0.1:{redis_port}",
             "--node-id", str(node_id), "--client-host", "127.0.0.1",
             "--client-port", str(client_port), "--p2p-port", str(p2p_port or free_port()),
-            "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1"])
+            "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", *extra])
         return proc, client_port, metrics_port
 
     def system(self, name: str, gameservers: int, gateways: int) -> System:
@@ -272,17 +272,35 @@ def running(workdir: Path, log_level: str,
         services.stop()
 
 
+def throwaway_certificate(workdir: Path) -> list[str]:
+    """A CA and a certificate for localhost (trustme, a dev dependency); returns the
+    Gateway's TLS flags. The CA file is ``workdir/ca.pem`` (what the load generator trusts)."""
+    import trustme  # only --tls needs it
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(workdir / "ca.pem"))
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(workdir / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(workdir / "tls.key"))
+    return ["--tls-cert-file", str(workdir / "tls.crt"),
+            "--tls-key-file", str(workdir / "tls.key")]
+
+
 @contextlib.contextmanager
-def processes(workdir: Path, log_level: str) -> Iterator[dict[str, int]]:
-    """redis-server, GameServer, Gateway and the echo server; yields their ports."""
+def processes(workdir: Path, log_level: str, tls: bool = False) -> Iterator[dict[str, int]]:
+    """redis-server, GameServer, Gateway (also on TLS with ``tls``) and the echo server;
+    yields their ports."""
     ports = {name: free_port() for name in (
-        "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "echo")}
+        "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "gw_tls",
+        "echo")}
+    tls_flags = ([*throwaway_certificate(workdir), "--tls-port", str(ports["gw_tls"])]
+                 if tls else [])
     with running(workdir, log_level, ECHO_BENCH_ENV) as services:
         ports["redis"] = services.redis()
         services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
                             ports["gs_mesh"], ports["gs_metrics"])
         services.gateway("gateway", ports["redis"], 1, ports["gw_client"], ports["gw_p2p"],
-                         ports["gw_metrics"])
+                         ports["gw_metrics"], tls_flags)
         services.start("echo", [PY, "-m", "test_client.echo_server", "--host", "127.0.0.1",
                                 "--port", str(ports["echo"])])
         wait_for(lambda: ready(ports["gs_metrics"]), "GameServer")
@@ -292,12 +310,13 @@ def processes(workdir: Path, log_level: str) -> Iterator[dict[str, int]]:
 
 
 def run_load(port: int, connections: int, duration: float, warmup: float, payload: int,
-             user_base: int, loadgen_processes: int) -> dict[str, Any]:
+             user_base: int, loadgen_processes: int,
+             extra: Sequence[str] = ()) -> dict[str, Any]:
     args = [PY, "-m", "test_client", "bench", "--host", "127.0.0.1", "--port", str(port),
             "--connections", str(connections), "--duration", str(duration),
             "--warmup", str(warmup), "--payload-bytes", str(payload), "--json", "--quiet",
             "--processes", str(min(loadgen_processes, connections)),
-            "--user-id-base", str(user_base)]
+            "--user-id-base", str(user_base), *extra]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
                          timeout=duration + warmup + 120)
     if out.returncode not in (0, 1) or not out.stdout.strip():
@@ -395,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--payload-bytes", type=int, default=64)
     parser.add_argument("--loadgen-processes", type=int, default=1,
                         help="default mode only (cluster mode: one per Gateway of 2x3)")
+    parser.add_argument("--tls", action="store_true",
+                        help="also (c): the full path through the Gateway's TLS port (a "
+                        "throwaway certificate), reported against (b)")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -408,14 +430,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     user_base = 10_000_000
     with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \
-            processes(Path(tmp), args.log_level) as ports:
+            processes(Path(tmp), args.log_level, args.tls) as ports:
         targets = {"a_echo": ports["echo"], "b_full": ports["gw_client"]}
+        if args.tls:
+            targets["c_tls"] = ports["gw_tls"]
+        tls_client = ["--tls-ca", str(Path(tmp) / "ca.pem"), "--tls-server-name", "localhost"]
         for round_no in range(1, args.rounds + 1):
             for conns in counts:
                 for target, port in targets.items():
                     user_base += 10_000
                     result = run_load(port, conns, args.duration, args.warmup,
-                                      args.payload_bytes, user_base, args.loadgen_processes)
+                                      args.payload_bytes, user_base, args.loadgen_processes,
+                                      tls_client if target == "c_tls" else ())
                     result.update(round=round_no, target=target)
                     runs.append(result)
                     _log_run(round_no, target, conns, result)
@@ -423,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"machine": machine(), "settings": vars(args) | {"json_out": None},
               "summary": summary, "runs": runs}
     print(markdown(summary, args))
+    if args.tls:
+        report["tls_summary"] = tls_summary = summarize(runs, counts, ("b_full", "c_tls"))
+        print(tls_markdown(tls_summary))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str))
     return 0
@@ -472,6 +501,21 @@ def cluster_main(args: argparse.Namespace, counts: list[int]) -> int:
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def tls_markdown(summary: list[dict[str, Any]]) -> str:
+    """(c) the same Gateway's TLS port against (b) its plaintext port, per round."""
+    lines = ["", "| conns | (b) plaintext msgs/s | p99 ms | (c) TLS msgs/s | p99 ms | "
+             "c/b (min-max) |", "|---:|---:|---:|---:|---:|---|"]
+    for row in summary:
+        lines.append(
+            f"| {row['connections']} | {row['b_full_msgs_per_s']:,.0f} | "
+            f"{row['b_full_p99_ms']:.2f} | {row['c_tls_msgs_per_s']:,.0f} | "
+            f"{row['c_tls_p99_ms']:.2f} | {row['ratio_b_over_a']:.2f} "
+            f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) |")
+    errors = sum(row["c_tls_errors"] for row in summary)
+    lines += ["", f"Errors over the TLS runs: {errors}."]
+    return "\n".join(lines)
 
 
 def summarize(runs: list[dict[str, Any]], counts: list[int],
