@@ -17,6 +17,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
+from servicekit import zmqsockets
 from servicekit.redial import hang_up
 from servicekit.zmqloop import ZmqReader
 
@@ -48,18 +49,8 @@ class BatchRouter:
         self._loop = asyncio.get_running_loop()
         self._on_records = on_records
         self._on_undeliverable = on_undeliverable
-        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if handover:
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
-        sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.LINGER, LINGER_MS)
+        sock = zmqsockets.router(context, routing_id, linger_ms=LINGER_MS,
+                                 high_water_mark=HIGH_WATER_MARK, handover=handover)
         self.socket = sock
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False

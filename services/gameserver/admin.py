@@ -18,6 +18,7 @@ import orjson
 import redis
 import zmq
 
+from servicekit import zmqsockets
 from servicekit.config import DEFAULT_REDIS, ConfigError
 from servicekit.redis_url import display_address, to_redis_url
 from servicekit.registry import KEY_PREFIX, node_key
@@ -79,8 +80,7 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float) -> int:
 def _call(endpoint: str, method: str, body: dict[str, object],
           timeout_s: float) -> dict[str, object] | None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = zmqsockets.dealer(context)
     try:
         sock.connect(endpoint)
         sock.send_multipart([b"\x00" * 7 + b"\x01", method.encode(), orjson.dumps(body)])

@@ -23,6 +23,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from gameserver import metrics
+from servicekit import zmqsockets
 from servicekit.redial import RedialGuard, hang_up
 from servicekit.redis_health import RetryDelays
 from servicekit.registry import Registry
@@ -54,10 +55,7 @@ class MeshServer:
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int, bind_host: str,
                  port: int) -> None:
         self.handlers: dict[str, MeshHandler] = {}
-        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTING_ID, mesh_routing_id(node_id))
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.LINGER, 0)
+        sock = zmqsockets.router(context, mesh_routing_id(node_id), linger_ms=0)
         try:
             sock.bind(f"tcp://{bind_host}:{port}")
         except zmq.ZMQError as exc:
@@ -116,14 +114,8 @@ class MeshClient:
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int,
                  instance: str) -> None:
         self.node_id = node_id
-        sock: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTING_ID, f"gs-{node_id}-{instance}-client".encode())
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sock = zmqsockets.router(context, f"gs-{node_id}-{instance}-client".encode(),
+                                 linger_ms=0)
         self._socket = sock
         self.peers: dict[int, str] = {}
         self._redial = RedialGuard()
