@@ -6,9 +6,12 @@ certificate for new connections only, and a reload that fails keeping the old on
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,3 +258,30 @@ async def test_the_client_library_resumes_over_tls(
                            message="the client did not resume after its idle kick")
     assert (await client.move(2, 2))["moves"] == 2
     await client.close()
+
+
+def test_a_certificate_that_cannot_be_loaded_stops_the_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_TLS_CERT_FILE=str(tmp_path / "missing.crt"),
+               GATEWAY_TLS_KEY_FILE=str(tmp_path / "missing.key"),
+               GATEWAY_CLIENT_PORT=str(free_port()), GATEWAY_METRICS_PORT=str(free_port()),
+               GATEWAY_TLS_PORT=str(free_port()), GATEWAY_CLIENT_HOST="127.0.0.1",
+               GATEWAY_METRICS_HOST="127.0.0.1", REDIS_CONNECTION=f"127.0.0.1:{free_port()}")
+    done = subprocess.run([sys.executable, "-m", "gateway"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    output = done.stdout + done.stderr
+    assert "Cannot load the TLS certificate and key" in output
+    assert "Traceback" not in output
+
+
+async def test_sighup_without_tls_does_not_stop_the_gateway(system_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = system_factory()
+    gateway = cluster.gateway.process
+    since = gateway.log_offset()
+    gateway.send_signal(signal.SIGHUP)
+    gateway.wait_for_log("SIGHUP received: no TLS certificate to reload", timeout=10,
+                         since=since)
+    assert gateway.running and gateway.readyz_status() == 200

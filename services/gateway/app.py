@@ -127,6 +127,11 @@ class GatewayApp:
             loop.add_signal_handler(signal.SIGHUP, server_tls.reload)
             log.info("Listening for TLS clients on %s:%d (certificate %s; SIGHUP reloads it)",
                      config.client_host, config.tls_port, config.tls_cert_file)
+        else:
+            # SIGHUP's default action would end the process: an operator reloading every
+            # Gateway must not kill those without TLS.
+            loop.add_signal_handler(signal.SIGHUP, log.info,
+                                    "SIGHUP received: no TLS certificate to reload")
         self.listening = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
