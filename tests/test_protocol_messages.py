@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import RESPONSE_TYPE, ErrorCode, KickReason, MsgType
+from protocol import FIRST_NOTIFICATION_TYPE, RESPONSE_TYPE, ErrorCode, KickReason, MsgType
 
 
 def test_message_type_numbers_never_change() -> None:
@@ -33,3 +33,15 @@ def test_error_codes_and_kick_reasons_are_their_own_names() -> None:
     for enum in (ErrorCode, KickReason):
         for member in enum:
             assert member.value == member.name
+
+
+def test_answers_are_below_the_notifications_and_pushes_above() -> None:
+    """The Gateway frees a request's in-flight slot for every frame below
+    FIRST_NOTIFICATION_TYPE it sends: a response type must never reach it, a push never
+    stay below it."""
+    answers = [*RESPONSE_TYPE.values(), MsgType.ERROR_RES]
+    pushes = [m for m in MsgType if m.name.endswith("_NTF")]
+    assert pushes and all(m >= FIRST_NOTIFICATION_TYPE for m in pushes)
+    assert all(m < FIRST_NOTIFICATION_TYPE for m in answers)
+    # Two header bytes, big-endian: the Gateway reads the low one when the high one is 0.
+    assert FIRST_NOTIFICATION_TYPE < 256

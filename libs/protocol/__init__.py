@@ -20,7 +20,6 @@ from protocol.messages import (
     ErrorCode,
     KickReason,
     MsgType,
-    answers_a_request,
 )
 from protocol.payload import BadPayload, decode_payload, encode_message
 
@@ -37,7 +36,6 @@ __all__ = [
     "KickReason",
     "MsgType",
     "ProtocolViolation",
-    "answers_a_request",
     "decode_payload",
     "encode_frame",
     "encode_message",

@@ -32,13 +32,8 @@ class MsgType(IntEnum):
 #: Types from here up are notifications: server-initiated, sequence id 0, answering no
 #: request. Every type below it that a server sends (a ``*_RES`` or ``ERROR_RES``) answers
 #: exactly one request, which is how the Gateway counts a connection's requests in flight
-#: without parsing payloads.
+#: without parsing payloads (it compares the header's type bytes with this).
 FIRST_NOTIFICATION_TYPE = 200
-
-
-def answers_a_request(msg_type: int) -> bool:
-    """True for a response (or ERROR_RES), False for a notification (KICKOUT_NTF, ...)."""
-    return msg_type < FIRST_NOTIFICATION_TYPE
 
 
 #: Request type -> its success response type.

@@ -32,7 +32,9 @@ async def _replace_if_closed(conn: aioredis.Connection) -> None:
     (Redis restarted, failed over, or dropped idle clients), open a new one instead of
     sending into the dead one. The command has not been sent, so this is safe for every
     command, unlike a retry after a failure (the script may have run). It costs no round
-    trip: the event loop has already seen the EOF or reset of the socket."""
+    trip: the event loop has already seen the EOF or reset of the socket. (redis-py has no
+    public "closed by the peer" check: ``is_connected`` only says a reader exists, hence
+    the look at its stream reader.)"""
     reader = conn._reader
     if reader is not None and (reader.at_eof() or reader.exception() is not None):
         await conn.disconnect()
