@@ -82,11 +82,22 @@ async def test_redis_killed_requests_are_answered_and_service_resumes(  # type: 
     redis_server.start()
     wait_until(lambda: _both_readyz(cluster) == (200, 200), timeout=20,
                message="services did not become ready again after Redis returned")
-    # The MOVE answered SERVER_UNAVAILABLE, retried with its sequence id: applied once.
-    # (Held and committed once Redis came back -> the cached answer; refused -> applied now.)
-    retried = await _until_answered(client, MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+    # The MOVE that got SERVER_UNAVAILABLE is applied exactly once, by either documented
+    # path (PROTOCOL.md §7.1, §7.3), depending on whether the GameServer already knew
+    # Redis was down when it arrived:
+    if "learn the outcome" in unavailable.payload["message"]:
+        # Held, then answered at REDIS_REQUEST_TIMEOUT_S: its write went on being retried;
+        # the retry with the same id gets the real answer once committed.
+        retried = await _until_answered(client, MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+    else:
+        # Refused before anything changed (transient, id given back), but ids 4-8 were
+        # processed since: the same id is now a duplicate, so it is sent with a new one.
+        duplicate = await client.request(MsgType.MOVE_REQ, 3, {"x": 2, "y": 2})
+        assert duplicate.payload["code"] == ErrorCode.DUPLICATE_SEQUENCE, duplicate
+        retried = await _until_answered(client, MsgType.MOVE_REQ, 10, {"x": 2, "y": 2})
     assert retried.payload == {"x": 2, "y": 2, "moves": 2}
-    assert (await client.request(MsgType.MOVE_REQ, 9, {"x": 4, "y": 4})).payload["moves"] == 3
+    assert (await client.request(MsgType.MOVE_REQ, 11, {"x": 4, "y": 4})).payload[
+        "moves"] == 3
     # The retry of the LOGIN on the same socket works, whatever its first attempt did.
     login = await _until_answered(newcomer, MsgType.LOGIN_REQ, 1, {"user_id": new_user_id()})
     assert login.payload["ok"] is True
