@@ -150,7 +150,9 @@ def describe(config: Any) -> str:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         env = field.metadata["env"]
-        if "SECRET" in env or "PASSWORD" in env or "TOKEN" in env:
+        if env.endswith("_FILE"):
+            pass  # a path: shown, so an operator can check which file is read
+        elif "SECRET" in env or "PASSWORD" in env or "TOKEN" in env:
             value = "***" if value else ""
         elif isinstance(value, str) and "://" in value:
             value = _mask_url_password(value)
@@ -179,6 +181,11 @@ class CommonConfig:
         65536, env="MAX_FRAME_BYTES",
         help="largest frame length field; also bounds decompressed payloads and responses "
         "(same value on every service)", min=1024, max=16 * 1024 * 1024)
+    curve_secret_file: str = setting(
+        "", env="CLUSTER_CURVE_SECRET_FILE",
+        help="file holding the cluster's Z85 CURVE secret key (python -m gameserver keygen); "
+        "set, every internal ZeroMQ socket is encrypted and only holders of the key are "
+        "admitted; more keys on further lines are also accepted (key rotation)")
 
     def validate(self) -> None:
         from servicekit.redis_url import to_redis_url
