@@ -18,7 +18,9 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
 from servicekit import zmqsockets
+from servicekit.curve import ClusterKeys
 from servicekit.redial import hang_up
+from servicekit.zap import HANDSHAKE_FAILED
 from servicekit.zmqloop import ZmqReader
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,20 @@ class BatchRouter:
         *,
         handover: bool = False,
         on_disconnected: Callable[[str], None] | None = None,
+        on_handshake_failed: Callable[[str, int, int], None] | None = None,
+        curve: ClusterKeys | None = None,
+        serves: str = "",
     ) -> None:
         """``handover``: a peer reconnecting with a known routing id takes the route over
-        (the bound side wants this: a restarted peer keeps its id)."""
+        (the bound side wants this: a restarted peer keeps its id). ``on_disconnected``
+        (endpoint) and ``on_handshake_failed`` (endpoint, event, value) report the dialling
+        side's connections. ``curve``/``serves``: see :func:`servicekit.zmqsockets.router`."""
         self._loop = asyncio.get_running_loop()
         self._on_records = on_records
         self._on_undeliverable = on_undeliverable
         sock = zmqsockets.router(context, routing_id, linger_ms=LINGER_MS,
-                                 high_water_mark=HIGH_WATER_MARK, handover=handover)
+                                 high_water_mark=HIGH_WATER_MARK, handover=handover,
+                                 curve=curve, serves=serves)
         self.socket = sock
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False
@@ -61,19 +69,24 @@ class BatchRouter:
             # A peer process that dies closes its TCP connection at once; the monitor tells
             # us within milliseconds instead of after HEARTBEAT_TIMEOUT.
             self._on_disconnected = on_disconnected
-            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._on_handshake_failed = on_handshake_failed
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED)
             self._monitor_reader = ZmqReader(self._monitor, self._on_monitor, self._loop)
 
     def _on_monitor(self, messages: list[list[bytes]]) -> None:
         for message in messages:
             event = parse_monitor_message(message)
-            endpoint = event["endpoint"]
-            self._on_disconnected(endpoint.decode() if isinstance(endpoint, bytes)
-                                  else str(endpoint))
+            raw = event["endpoint"]
+            endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._on_disconnected(endpoint)
+            elif self._on_handshake_failed is not None:
+                self._on_handshake_failed(endpoint, int(event["event"]), int(event["value"]))
 
-    def connect(self, endpoint: str, peer_routing_id: bytes) -> None:
-        self.socket.setsockopt(zmq.CONNECT_ROUTING_ID, peer_routing_id)
-        self.socket.connect(endpoint)
+    def connect(self, endpoint: str, peer_routing_id: bytes,
+                server_key: bytes | None = None) -> None:
+        zmqsockets.dial(self.socket, endpoint, routing_id=peer_routing_id,
+                        server_key=server_key)
 
     def disconnect(self, endpoint: str) -> None:
         """Hang up on a peer; see :mod:`servicekit.redial` before dialling its routing id

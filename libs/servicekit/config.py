@@ -188,6 +188,8 @@ class CommonConfig:
         "admitted; more keys on further lines are also accepted (key rotation)")
 
     def validate(self) -> None:
+        from servicekit.curve import load_keys
         from servicekit.redis_url import to_redis_url
 
         to_redis_url(self.redis_connection)
+        load_keys(self.curve_secret_file)

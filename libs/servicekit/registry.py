@@ -117,9 +117,13 @@ class NodeInfo:
     mesh_port: int
     metrics_port: int
     started_ms: int
+    #: Z85 CURVE public key of its P2P and mesh ports ("" without CURVE): dialling
+    #: clients expect it, when it is one of the keys they accept (servicekit.curve).
+    curve_key: str = ""
 
     def fields(self, sessions: int, draining: bool) -> dict[str, str | int]:
         return {
+            "curve_key": self.curve_key,
             "host": self.host,
             "p2p_port": self.p2p_port,
             "mesh_port": self.mesh_port,

@@ -4,6 +4,11 @@ Finds the user's session and its owner in Redis, then asks that GameServer over 
 port (the same ``kick_user`` call GameServers make to each other). The owner kicks the
 socket with ``KICKOUT_NTF ADMIN_KICK`` through whatever Gateway it is on and ends the
 session. Exit codes: 0 kicked, 1 not online (or already gone), 2 could not ask.
+
+On a cluster with CURVE (CLUSTER_CURVE_SECRET_FILE) the CLI needs the same key file: it
+reads the owner's published CURVE key from the registry first, and without a key it
+accepts it stops with exit 2 before sending anything (the GameServer would refuse it
+anyway: its ZAP handler admits only the cluster key).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import zmq
 
 from servicekit import zmqsockets
 from servicekit.config import DEFAULT_REDIS, ConfigError
+from servicekit.curve import ClusterKeys, CurveMismatch, load_keys, server_key
 from servicekit.redis_url import display_address, to_redis_url
 from servicekit.registry import KEY_PREFIX, node_key
 
@@ -33,17 +39,23 @@ def main(argv: Sequence[str]) -> int:
     kick.add_argument("--redis-connection",
                       default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
                       help="Redis of the cluster [env REDIS_CONNECTION]")
+    kick.add_argument("--curve-secret-file", metavar="FILE",
+                      default=os.environ.get("CLUSTER_CURVE_SECRET_FILE", ""),
+                      help="the cluster's CURVE key file, on a cluster that uses CURVE "
+                      "[env CLUSTER_CURVE_SECRET_FILE]")
     kick.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (3)")
     args = parser.parse_args(argv)
     try:
         url = to_redis_url(args.redis_connection)
+        curve = load_keys(args.curve_secret_file)
     except ConfigError as exc:
         print(f"gameserver admin: {exc}", file=sys.stderr)
         return 2
-    return kick_user(url, args.user_id, args.timeout)
+    return kick_user(url, args.user_id, args.timeout, curve)
 
 
-def kick_user(redis_url: str, user_id: int, timeout_s: float) -> int:
+def kick_user(redis_url: str, user_id: int, timeout_s: float,
+              curve: ClusterKeys | None = None) -> int:
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
                                   socket_connect_timeout=timeout_s, decode_responses=True)
     try:
@@ -64,8 +76,14 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float) -> int:
               "the session ends with its lease")
         return 1
     endpoint = f"tcp://{node['host']}:{node['mesh_port']}"
+    try:
+        key = server_key(curve, node.get("curve_key", ""))
+    except CurveMismatch as exc:
+        print(f"gameserver admin: cannot call node {node_id} at {endpoint}: {exc}; nobody "
+              "was kicked", file=sys.stderr)
+        return 2
     reply = _call(endpoint, "kick_user", {"user_id": user_id, "reason": "ADMIN_KICK"},
-                  timeout_s)
+                  timeout_s, curve, key)
     if reply is None:
         print(f"gameserver admin: node {node_id} at {endpoint} did not answer "
               f"within {timeout_s}s", file=sys.stderr)
@@ -77,12 +95,12 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float) -> int:
     return 1
 
 
-def _call(endpoint: str, method: str, body: dict[str, object],
-          timeout_s: float) -> dict[str, object] | None:
+def _call(endpoint: str, method: str, body: dict[str, object], timeout_s: float,
+          curve: ClusterKeys | None, key: bytes | None) -> dict[str, object] | None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = zmqsockets.dealer(context)
+    sock = zmqsockets.dealer(context, curve)
     try:
-        sock.connect(endpoint)
+        zmqsockets.dial(sock, endpoint, server_key=key)
         sock.send_multipart([b"\x00" * 7 + b"\x01", method.encode(), orjson.dumps(body)])
         if not sock.poll(int(timeout_s * 1000)):
             return None

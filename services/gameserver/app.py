@@ -26,7 +26,9 @@ from gameserver.middlewares import standard_middlewares
 from gameserver.store import SessionStore
 from protocol.internal import Record, gameserver_routing_id
 from protocol.messages import KickReason
+from servicekit import zmqsockets
 from servicekit.config import describe
+from servicekit.curve import load_keys, log_curve
 from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import AdminRequest, start_ops_server
 from servicekit.redis_client import open_redis
@@ -41,6 +43,7 @@ from servicekit.registry import (
     read_registry,
 )
 from servicekit.startup import bind_failed
+from servicekit.zap import ClusterAuthenticator, HandshakeWatch, Refusals
 
 log = logging.getLogger("gameserver")
 
@@ -70,6 +73,8 @@ class GameServerApp:
         self.redis = open_redis(config.redis_connection)
         self.registry = NodeRegistry(self.redis, self.instance)
         self.zmq = zmq.Context()
+        #: Checked by the config already (a bad file stopped the start with one line).
+        self.curve = load_keys(config.curve_secret_file)
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.registered_at = 0.0
@@ -86,6 +91,7 @@ class GameServerApp:
             instance=self.instance, host=advertise_host(config.advertise_host),
             p2p_port=config.p2p_port, mesh_port=config.mesh_port,
             metrics_port=config.metrics_port, started_ms=int(time.time() * 1000),
+            curve_key=self.curve.public.decode() if self.curve is not None else "",
         )
 
     def readiness(self) -> tuple[bool, str]:
@@ -106,6 +112,7 @@ class GameServerApp:
         loop.set_task_factory(eager_task_factory)
         log.info("GameServer starting (instance %s) %s", self.instance, describe(config))
         apply_nofile_limit(log)
+        log_curve(log, self.curve, config.curve_secret_file)
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness, admin=self._admin_http)
@@ -119,9 +126,17 @@ class GameServerApp:
             return self.exit_code
         self.node_id = node_id
         store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{node_id}:{self.instance}", node_id)
+        refusals = Refusals(lambda port, reason: metrics.internal_refusals.labels(
+            port, reason).inc())
+        authenticator: ClusterAuthenticator | None = None
+        if self.curve is not None:
+            # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
+            authenticator = ClusterAuthenticator(self.zmq, self.curve,
+                                                 (zmqsockets.P2P, zmqsockets.MESH), refusals)
+            authenticator.start()
         try:
             link = GatewayLink(self.zmq, gameserver_routing_id(node_id), config.bind_host,
-                               config.p2p_port, self._on_records)
+                               config.p2p_port, self._on_records, self.curve)
         except PortInUse:
             ops.close()
             return bind_failed(log, OSError(errno.EADDRINUSE, "in use"), config.p2p_port,
@@ -132,14 +147,18 @@ class GameServerApp:
                       "%s", exc)
             return 1
         try:
-            mesh_server = MeshServer(self.zmq, node_id, config.bind_host, config.mesh_port)
+            mesh_server = MeshServer(self.zmq, node_id, config.bind_host, config.mesh_port,
+                                     self.curve)
         except OSError as exc:
             link.close()
             ops.close()
             return bind_failed(log, exc, config.mesh_port, "GAMESERVER_MESH_PORT")
         hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id,
                              self.health)
-        self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance)
+        self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance, self.curve)
+        watches = [HandshakeWatch(link.socket, zmqsockets.P2P, refusals),
+                   HandshakeWatch(mesh_server.socket, zmqsockets.MESH, refusals)
+                   ] if self.curve is not None else []
         mesh_server.register("release", hub.mesh_release)
         mesh_server.register("whisper", hub.mesh_whisper)
         mesh_server.register("kick_user", hub.mesh_kick_user)
@@ -156,9 +175,13 @@ class GameServerApp:
                        asyncio.create_task(self._lease_loop())]
         await self.stopping.wait()
         await self._drain()
+        for watch in watches:
+            watch.close()
         link.close()
         mesh_server.close()
         self.mesh.close()
+        if authenticator is not None:
+            authenticator.stop()
         ops.close()
         await self.redis.aclose()
         self.zmq.term()

@@ -16,7 +16,9 @@ import zmq
 
 from gameserver import metrics
 from protocol.internal import Kind, Record, iter_records
+from servicekit import zmqsockets
 from servicekit.batchrouter import BatchRouter, RecordHandler
+from servicekit.curve import ClusterKeys
 
 log = logging.getLogger("gameserver.link")
 
@@ -39,10 +41,12 @@ class GatewayLink:
         bind_host: str,
         port: int,
         on_records: RecordHandler,
+        curve: ClusterKeys | None = None,
     ) -> None:
         self._on_records = on_records
         self._router = BatchRouter(context, routing_id, self._received, self._undeliverable,
-                                   handover=True)
+                                   handover=True, curve=curve, serves=zmqsockets.P2P)
+        self.socket = self._router.socket
         try:
             self._router.socket.bind(f"tcp://{bind_host}:{port}")
         except zmq.ZMQError as exc:

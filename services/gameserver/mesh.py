@@ -24,9 +24,11 @@ from zmq.utils.monitor import parse_monitor_message
 
 from gameserver import metrics
 from servicekit import zmqsockets
+from servicekit.curve import ClusterKeys, CurveMismatch, ServerKeys
 from servicekit.redial import RedialGuard, hang_up
 from servicekit.redis_health import RetryDelays
 from servicekit.registry import Registry
+from servicekit.zap import HANDSHAKE_FAILED, describe_handshake_failure
 from servicekit.zmqloop import ZmqReader
 
 log = logging.getLogger("gameserver.mesh")
@@ -53,15 +55,16 @@ class MeshServer:
     """Serves this node's mesh methods to peers and admin tools."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int, bind_host: str,
-                 port: int) -> None:
+                 port: int, curve: ClusterKeys | None = None) -> None:
         self.handlers: dict[str, MeshHandler] = {}
-        sock = zmqsockets.router(context, mesh_routing_id(node_id), linger_ms=0)
+        sock = zmqsockets.router(context, mesh_routing_id(node_id), linger_ms=0, curve=curve,
+                                 serves=zmqsockets.MESH)
         try:
             sock.bind(f"tcp://{bind_host}:{port}")
         except zmq.ZMQError as exc:
             sock.close(0)
             raise OSError(exc.errno or errno.EINVAL, str(exc)) from None
-        self._socket = sock
+        self._socket = self.socket = sock
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader = ZmqReader(sock, self._on_messages)
 
@@ -112,12 +115,17 @@ class MeshClient:
     """Calls peers' mesh methods; knows the peers from the node registry."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], node_id: int,
-                 instance: str) -> None:
+                 instance: str, curve: ClusterKeys | None = None) -> None:
         self.node_id = node_id
+        self._server_keys = ServerKeys(curve, log, "mesh peer")
         sock = zmqsockets.router(context, f"gs-{node_id}-{instance}-client".encode(),
-                                 linger_ms=0)
+                                 linger_ms=0, curve=curve)
         self._socket = sock
+        #: node id -> endpoint dialled; and the CURVE key it was dialled with.
         self.peers: dict[int, str] = {}
+        self._peer_keys: dict[int, bytes | None] = {}
+        #: Endpoints whose handshake failed, already logged (until one succeeds).
+        self._failed_handshakes: set[str] = set()
         self._redial = RedialGuard()
         #: Peers whose connection is known to be down (it dropped after being up): calls
         #: to them fail at once instead of waiting out their deadline.
@@ -128,7 +136,7 @@ class MeshClient:
         self._pending_endpoint: dict[bytes, str] = {}
         self._reader = ZmqReader(sock, self._on_messages)
         self._monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED)
         self._monitor_reader = ZmqReader(self._monitor, self._on_monitor)
 
     def update(self, registry: Registry) -> None:
@@ -138,16 +146,21 @@ class MeshClient:
             if node_id == self.node_id or "mesh_port" not in fields:
                 continue
             endpoint = f"tcp://{host}:{fields['mesh_port']}"
+            try:
+                key = self._server_keys.for_node(node_id, endpoint, fields.get("curve_key", ""))
+            except CurveMismatch:
+                continue  # not dialled (logged): calls to it fail UNREACHABLE
             seen.add(node_id)
-            if self.peers.get(node_id) == endpoint:
+            if self.peers.get(node_id) == endpoint and self._peer_keys.get(node_id) == key:
                 continue
             if node_id in self.peers:
-                self._hang_up(node_id)
+                self._hang_up(node_id)  # moved, or restarted with another key (rotation)
             if not self._redial.may_dial(mesh_routing_id(node_id)):
                 continue  # hung up a moment ago (libzmq would abort): the next update dials
-            self._socket.setsockopt(zmq.CONNECT_ROUTING_ID, mesh_routing_id(node_id))
-            self._socket.connect(endpoint)
+            zmqsockets.dial(self._socket, endpoint, routing_id=mesh_routing_id(node_id),
+                            server_key=key)
             self.peers[node_id] = endpoint
+            self._peer_keys[node_id] = key
         for node_id in list(self.peers):
             if node_id not in seen:
                 self._hang_up(node_id)
@@ -157,7 +170,12 @@ class MeshClient:
             event = parse_monitor_message(message)
             raw = event["endpoint"]
             endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            if event["event"] & HANDSHAKE_FAILED:
+                if endpoint not in self._failed_handshakes:
+                    self._failed_handshakes.add(endpoint)
+                    log.error("Mesh peer at %s: %s", endpoint, describe_handshake_failure(
+                        int(event["event"]), int(event["value"])))
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._down.add(endpoint)
                 # Calls already sent to it will not be answered: fail them now.
                 for request_id, target in list(self._pending_endpoint.items()):
@@ -167,6 +185,7 @@ class MeshClient:
                             MeshError("UNREACHABLE", f"connection to {endpoint} dropped"))
             else:
                 self._down.discard(endpoint)
+                self._failed_handshakes.discard(endpoint)
 
     def is_down(self, node_id: int) -> bool:
         """Its connection dropped (it is probably dead, whatever the registry says)."""
@@ -175,6 +194,7 @@ class MeshClient:
 
     def _hang_up(self, node_id: int) -> None:
         endpoint = self.peers.pop(node_id)
+        self._peer_keys.pop(node_id, None)
         self._down.discard(endpoint)
         hang_up(self._socket, endpoint, 0)
         self._redial.hung_up(mesh_routing_id(node_id))

@@ -109,6 +109,14 @@ handovers = Counter(
     "Sessions handed to another GameServer while draining, by outcome", ["outcome"],
 )
 
+internal_refusals = Counter(
+    f"{NS}_internal_refusals_total",
+    "ZeroMQ peers refused on the P2P and mesh ports with CLUSTER_CURVE_SECRET_FILE set, by "
+    "port (p2p|mesh) and reason (unknown_key: CURVE without the cluster key; not_curve: no "
+    "CURVE at all; handshake: not a valid ZeroMQ handshake)",
+    ["port", "reason"],
+)
+
 
 def create_known_series() -> None:
     """Zero series for every label value known in advance: without a first sample at 0,
@@ -124,5 +132,8 @@ def create_known_series() -> None:
         redis_errors.labels(operation)
     for reason in ("high_water_mark", "unreachable"):
         p2p_dropped.labels(reason)
+    for port in ("p2p", "mesh"):
+        for refusal in ("unknown_key", "not_curve", "handshake"):
+            internal_refusals.labels(port, refusal)
     for outcome in ("ok", "gone", "no_target", "failed", "unreachable"):
         handovers.labels(outcome)

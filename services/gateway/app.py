@@ -21,6 +21,7 @@ from gateway.relay import Relay
 from gateway.tls import ServerTls, TlsHandshake
 from protocol.internal import gateway_routing_id
 from servicekit.config import describe
+from servicekit.curve import load_keys, log_curve
 from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
@@ -43,6 +44,8 @@ class GatewayApp:
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection)
         self.zmq = zmq.Context()
+        #: Checked by the config already (a bad file stopped the start with one line).
+        self.curve = load_keys(config.curve_secret_file)
         self.instance = secrets.token_hex(4)
         self.relay = Relay(config)
         self.stopping = asyncio.Event()
@@ -70,6 +73,7 @@ class GatewayApp:
         log.info("Gateway starting: node %d (instance %s) %s", config.node_id, self.instance,
                  describe(config))
         apply_nofile_limit(log, config.max_connections, "GATEWAY_MAX_CONNECTIONS")
+        log_curve(log, self.curve, config.curve_secret_file)
         try:
             ops = await start_ops_server(config.metrics_host, config.metrics_port,
                                          self.readiness)
@@ -78,7 +82,7 @@ class GatewayApp:
         liveness = max(3 * config.discovery_interval_s, 3.0)
         links = GameServerLinks(self.zmq, gateway_routing_id(config.node_id, self.instance),
                                 self.relay.on_records, self.relay.on_undeliverable, liveness,
-                                self.relay.node_down)
+                                self.relay.node_down, self.curve)
         self.relay.links = links
         metrics.create_known_series()
         metrics.gameservers_live.set_function(lambda: len(links.live()))

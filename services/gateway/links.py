@@ -19,7 +19,9 @@ import zmq
 
 from protocol.internal import Kind
 from servicekit.batchrouter import BatchRouter, RecordHandler, UndeliverableHandler
+from servicekit.curve import ClusterKeys, CurveMismatch, ServerKeys
 from servicekit.redial import RedialGuard
+from servicekit.zap import describe_handshake_failure
 
 log = logging.getLogger("gateway.links")
 
@@ -35,6 +37,8 @@ class Upstream:
     node_id: int
     routing_id: bytes
     endpoint: str
+    #: The CURVE public key it was dialled with (None: plaintext).
+    server_key: bytes | None = None
     sessions: int = 0
     #: Unpinned connections sent its way since its last reported session count.
     assigned: int = 0
@@ -55,11 +59,16 @@ class GameServerLinks:
         on_undeliverable: UndeliverableHandler,
         liveness_s: float,
         on_node_down: Callable[[bytes], None],
+        curve: ClusterKeys | None = None,
     ) -> None:
         self.liveness_s = liveness_s
         self._on_node_down = on_node_down
         self._router = BatchRouter(context, routing_id, on_records, on_undeliverable,
-                                   on_disconnected=self._disconnected)
+                                   on_disconnected=self._disconnected,
+                                   on_handshake_failed=self._handshake_failed, curve=curve)
+        self._server_keys = ServerKeys(curve, log, "GameServer")
+        #: Endpoints whose failed handshake is already logged (until the node answers).
+        self._failed_handshakes: set[str] = set()
         self.send = self._router.send
         self.flush = self._router.flush
         self.upstreams: dict[bytes, Upstream] = {}
@@ -76,6 +85,10 @@ class GameServerLinks:
         for node_id, (host, port, fields) in registry.items():
             routing_id = f"gs-{node_id}".encode()
             endpoint = f"tcp://{host}:{port}"
+            try:
+                key = self._server_keys.for_node(node_id, endpoint, fields.get("curve_key", ""))
+            except CurveMismatch:
+                continue  # not dialled (logged); treated as gone below
             seen.add(routing_id)
             upstream = self.upstreams.get(routing_id)
             if upstream is not None and upstream.endpoint != endpoint:
@@ -83,11 +96,15 @@ class GameServerLinks:
                          endpoint)
                 self._hang_up(upstream)
                 upstream = None
+            elif upstream is not None and upstream.server_key != key:
+                log.info("GameServer node %d at %s changed its CURVE key", node_id, endpoint)
+                self._hang_up(upstream)
+                upstream = None
             if upstream is None:
                 if not self._redial.may_dial(routing_id):
                     continue  # hung up a moment ago: dialled at the next update
-                upstream = Upstream(node_id, routing_id, endpoint)
-                self._router.connect(endpoint, routing_id)
+                upstream = Upstream(node_id, routing_id, endpoint, key)
+                self._router.connect(endpoint, routing_id, key)
                 self.upstreams[routing_id] = upstream
                 log.info("GameServer discovered: node %d at %s", node_id, endpoint)
             upstream.listed = True
@@ -124,6 +141,12 @@ class GameServerLinks:
             log.warning("GameServer down: node %d at %s", upstream.node_id, upstream.endpoint)
             self._on_node_down(upstream.routing_id)
 
+    def _handshake_failed(self, endpoint: str, event: int, value: int) -> None:
+        if endpoint not in self._failed_handshakes:
+            self._failed_handshakes.add(endpoint)
+            log.error("GameServer at %s: %s", endpoint,
+                      describe_handshake_failure(event, value))
+
     def _disconnected(self, endpoint: str) -> None:
         for upstream in self.upstreams.values():
             if upstream.endpoint == endpoint:
@@ -154,6 +177,7 @@ class GameServerLinks:
             return
         if not upstream.up:
             log.info("GameServer connected: node %d at %s", node_id, upstream.endpoint)
+            self._failed_handshakes.discard(upstream.endpoint)
             _, owed = self._owed_closed.pop(routing_id, (0.0, []))
             for socket_id, session_id in owed:
                 self.send(routing_id, Kind.CLOSED, socket_id, session_id, b"gameserver_down")
