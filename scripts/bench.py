@@ -209,14 +209,15 @@ class Services:
 
     def gameserver(self, name: str, redis_port: int, node_id: int,
                    p2p_port: int = 0, mesh_port: int = 0,
-                   metrics_port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+                   metrics_port: int = 0, extra: Sequence[str] = ()
+                   ) -> tuple[subprocess.Popen[bytes], int]:
         metrics_port = metrics_port or free_port()
         proc = self.start(name, [
             PY, "-m", "gameserver", "--redis-connection", f"127.0.0.1:{redis_port}",
             "--node-id", str(node_id), "--p2p-port", str(p2p_port or free_port()),
             "--mesh-port", str(mesh_port or free_port()),
             "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
-            "--advertise-host", "127.0.0.1", "--bind-host", "127.0.0.1"])
+            "--advertise-host", "127.0.0.1", "--bind-host", "127.0.0.1", *extra])
         return proc, metrics_port
 
     def gateway(self, name: str, redis_port: int, node_id: int, client_port: int = 0,
@@ -286,10 +287,21 @@ def throwaway_certificate(workdir: Path) -> list[str]:
             "--tls-key-file", str(workdir / "tls.key")]
 
 
+def throwaway_curve_key(workdir: Path) -> list[str]:
+    """A cluster CURVE key made by ``python -m gameserver keygen``; returns the flags."""
+    key = subprocess.run([PY, "-m", "gameserver", "keygen"], capture_output=True, text=True,
+                         check=True).stdout
+    path = workdir / "cluster.key"
+    path.write_text(key)
+    return ["--curve-secret-file", str(path)]
+
+
 @contextlib.contextmanager
-def processes(workdir: Path, log_level: str, tls: bool = False) -> Iterator[dict[str, int]]:
+def processes(workdir: Path, log_level: str, tls: bool = False,
+              curve: bool = False) -> Iterator[dict[str, int]]:
     """redis-server, GameServer, Gateway (also on TLS with ``tls``) and the echo server;
-    yields their ports."""
+    with ``curve`` a second redis-server, GameServer and Gateway whose internal traffic
+    uses CURVE (``curve_client``). Yields their ports."""
     ports = {name: free_port() for name in (
         "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "gw_tls",
         "echo")}
@@ -306,6 +318,15 @@ def processes(workdir: Path, log_level: str, tls: bool = False) -> Iterator[dict
         wait_for(lambda: ready(ports["gs_metrics"]), "GameServer")
         wait_for(lambda: ready(ports["gw_metrics"]), "Gateway")
         wait_for(lambda: listening(ports["echo"]), "echo server")
+        if curve:
+            curve_flags = throwaway_curve_key(workdir)
+            redis_port = services.redis("curve-redis")
+            _, gs_metrics = services.gameserver("curve-gameserver", redis_port, 1,
+                                                extra=curve_flags)
+            _, ports["curve_client"], gw_metrics = services.gateway(
+                "curve-gateway", redis_port, 1, extra=curve_flags)
+            wait_for(lambda: ready(gs_metrics), "CURVE GameServer")
+            wait_for(lambda: ready(gw_metrics), "CURVE Gateway")
         yield ports
 
 
@@ -417,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true",
                         help="also (c): the full path through the Gateway's TLS port (a "
                         "throwaway certificate), reported against (b)")
+    parser.add_argument("--curve", action="store_true",
+                        help="also (d): the full path of a second GameServer and Gateway whose "
+                        "internal traffic uses CURVE, reported against (b)")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
@@ -430,10 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     user_base = 10_000_000
     with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \
-            processes(Path(tmp), args.log_level, args.tls) as ports:
+            processes(Path(tmp), args.log_level, args.tls, args.curve) as ports:
         targets = {"a_echo": ports["echo"], "b_full": ports["gw_client"]}
         if args.tls:
             targets["c_tls"] = ports["gw_tls"]
+        if args.curve:
+            targets["d_curve"] = ports["curve_client"]
         tls_client = ["--tls-ca", str(Path(tmp) / "ca.pem"), "--tls-server-name", "localhost"]
         for round_no in range(1, args.rounds + 1):
             for conns in counts:
@@ -451,7 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(summary, args))
     if args.tls:
         report["tls_summary"] = tls_summary = summarize(runs, counts, ("b_full", "c_tls"))
-        print(tls_markdown(tls_summary))
+        print(versus_markdown(tls_summary, "c_tls", "TLS"))
+    if args.curve:
+        report["curve_summary"] = curve_summary = summarize(runs, counts, ("b_full", "d_curve"))
+        print(versus_markdown(curve_summary, "d_curve", "CURVE"))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str))
     return 0
@@ -503,18 +532,19 @@ def cluster_main(args: argparse.Namespace, counts: list[int]) -> int:
     return 0
 
 
-def tls_markdown(summary: list[dict[str, Any]]) -> str:
-    """(c) the same Gateway's TLS port against (b) its plaintext port, per round."""
-    lines = ["", "| conns | (b) plaintext msgs/s | p99 ms | (c) TLS msgs/s | p99 ms | "
-             "c/b (min-max) |", "|---:|---:|---:|---:|---:|---|"]
+def versus_markdown(summary: list[dict[str, Any]], target: str, name: str) -> str:
+    """A variant of the full path (TLS clients: (c); CURVE inside: (d)) against (b)."""
+    letter = target[0]
+    lines = ["", f"| conns | (b) plaintext msgs/s | p99 ms | ({letter}) {name} msgs/s | "
+             f"p99 ms | {letter}/b (min-max) |", "|---:|---:|---:|---:|---:|---|"]
     for row in summary:
         lines.append(
             f"| {row['connections']} | {row['b_full_msgs_per_s']:,.0f} | "
-            f"{row['b_full_p99_ms']:.2f} | {row['c_tls_msgs_per_s']:,.0f} | "
-            f"{row['c_tls_p99_ms']:.2f} | {row['ratio_b_over_a']:.2f} "
+            f"{row['b_full_p99_ms']:.2f} | {row[f'{target}_msgs_per_s']:,.0f} | "
+            f"{row[f'{target}_p99_ms']:.2f} | {row['ratio_b_over_a']:.2f} "
             f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) |")
-    errors = sum(row["c_tls_errors"] for row in summary)
-    lines += ["", f"Errors over the TLS runs: {errors}."]
+    errors = sum(row[f"{target}_errors"] for row in summary)
+    lines += ["", f"Errors over the {name} runs: {errors}."]
     return "\n".join(lines)
 
 
