@@ -28,6 +28,9 @@ export GAMESERVER_MESH_PORT="${GAMESERVER_MESH_PORT:-9101}"
 export GAMESERVER_METRICS_PORT="${GAMESERVER_METRICS_PORT:-8090}"
 # One machine: the Gateway reaches the GameServer over loopback, whatever this host's name.
 export GAMESERVER_ADVERTISE_HOST="${GAMESERVER_ADVERTISE_HOST:-127.0.0.1}"
+# The GameServer's P2P and mesh ports: this machine only, and CURVE with a key of this sample's
+# own (made once in .run/; bring yours with CLUSTER_CURVE_SECRET_FILE). docs/SECURITY.md.
+export GAMESERVER_BIND_HOST="${GAMESERVER_BIND_HOST:-127.0.0.1}"
 # A demo should stop promptly on Ctrl-C.
 export GATEWAY_DRAIN_GRACE_S="${GATEWAY_DRAIN_GRACE_S:-1}"
 export PYTHONUNBUFFERED=1
@@ -174,6 +177,15 @@ else
 fi
 
 # --- services -----------------------------------------------------------------------------
+
+if [[ -z "${CLUSTER_CURVE_SECRET_FILE:-}" ]]; then
+  if [[ ! -s "$RUN_DIR/cluster.key" ]]; then
+    (umask 077 && "$PY" -m gameserver keygen >"$RUN_DIR/cluster.key.new" \
+      && mv "$RUN_DIR/cluster.key.new" "$RUN_DIR/cluster.key")
+  fi
+  export CLUSTER_CURVE_SECRET_FILE="$RUN_DIR/cluster.key"
+fi
+ok "internal traffic uses CURVE (key file: $CLUSTER_CURVE_SECRET_FILE)"
 
 : >"$RUN_DIR/gameserver.log"
 : >"$RUN_DIR/gateway.log"

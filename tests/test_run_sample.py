@@ -41,6 +41,11 @@ def test_run_sample_runs_the_scripted_demo(redis_server: RedisServer) -> None:
     assert result.returncode == 0, output
     assert f"Redis is running at {redis_server.connection}" in output
     assert "LOGIN_SUCCESS" in output or "logged in" in output.lower(), output
+    # Internal traffic is CURVE with a key of the sample's own, readable by its owner only.
+    key_file = ROOT / ".run" / "cluster.key"
+    assert f"internal traffic uses CURVE (key file: {key_file})" in output
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert "Internal ZeroMQ traffic: CURVE" in (ROOT / ".run" / "gameserver.log").read_text()
     # Everything it started is gone again.
     leftovers = subprocess.run(["pgrep", "-f", "gameserver.*4242|GAMESERVER_NODE_ID=4242"],
                                capture_output=True, text=True)
