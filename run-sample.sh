@@ -116,25 +116,31 @@ fi
 
 # --- Redis --------------------------------------------------------------------------------
 
-# Exit 0 if Redis answers PING within 1 s, 1 if not, 2 if REDIS_CONNECTION is malformed.
-# Prints the host:port it tried (without credentials).
+# Exit 0 if Redis answers PING within 1 s, 1 if not, 2 if REDIS_CONNECTION (or a REDIS_TLS_*
+# file) is malformed. Prints the host:port it tried (without credentials). rediss:// is
+# checked with the services' own TLS arguments (servicekit.redis_tls).
 redis_probe() {
   "$PY" - "$1" <<'PY'
+import os
 import sys
 
 import redis
 
 from servicekit.config import ConfigError
+from servicekit.redis_tls import RedisTls
 from servicekit.redis_url import display_address, to_redis_url
 
+tls = RedisTls(*(os.environ.get(f"REDIS_TLS_{name}_FILE", "") for name in ("CA", "CERT", "KEY")))
 try:
     url = to_redis_url(sys.argv[1])
+    tls.check(url)
     print(display_address(sys.argv[1]))
 except ConfigError as exc:
     print(exc)
     sys.exit(2)
 try:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1,
+                                  **tls.client_kwargs(url))
     client.ping()
 except Exception:
     sys.exit(1)
@@ -160,6 +166,7 @@ elif command -v redis-server >/dev/null 2>&1; then
     --dir "$RUN_DIR" --logfile "$RUN_DIR/redis.log" --daemonize no >/dev/null 2>&1 &
   started $! redis-server
   export REDIS_CONNECTION="127.0.0.1:$port"
+  unset REDIS_TLS_CA_FILE REDIS_TLS_CERT_FILE REDIS_TLS_KEY_FILE  # it speaks plain TCP
   for _ in $(seq 1 100); do
     redis_probe "$REDIS_CONNECTION" >/dev/null && break
     kill -0 "${STARTED_PIDS[-1]}" 2>/dev/null || break

@@ -4,6 +4,8 @@ Fixture overview (details in each docstring and in tests/support/):
 
 * ``redis_server`` (session) - one Redis for the whole run.
 * ``redis_factory`` (function) - private ``redis-server`` processes a test can stop/restart.
+* ``secure_redis_factory`` (function) - private ``redis-server`` processes with TLS (a
+  throwaway CA) and/or ACL users.
 * ``system`` (module) - one GameServer + one Gateway on the session Redis, shared by the
   tests of a module (they must use distinct user ids). A module may set ``SYSTEM_ENV =
   {...}`` to give its shared system extra environment (e.g. ``{"IDLE_TIMEOUT_S": "1"}``).
@@ -26,6 +28,8 @@ from tests.support.redis_servers import (
     LocalRedisServer,
     RedisServer,
     RedisUnavailable,
+    SecureRedisServer,
+    TlsFiles,
     redis_binary,
     start_private_redis,
     start_shared_redis,
@@ -187,6 +191,51 @@ def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
         servers.append(server)
         if start:
             server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.close()
+
+
+SecureRedisFactory = Callable[..., SecureRedisServer]
+
+
+@pytest.fixture
+def secure_redis_factory(tmp_path: Path) -> Iterator[SecureRedisFactory]:
+    """Start private ``redis-server`` processes set up like a managed Redis:
+    ``secure_redis_factory(tls=True, require_client_cert=False, acl=False) ->
+    SecureRedisServer``.
+
+    ``tls=True``: TLS only (no plaintext port), with a certificate for 127.0.0.1/localhost
+    from a throwaway CA shared by the test's servers (``server.tls``: the PEM files, client
+    certificate included). ``acl=True``: the ``default`` user is off; the harness connects
+    as an admin user, and the test creates the users the services get
+    (``server.as_user(name, password)``). Skips without a ``redis-server`` binary, and when
+    it was built without TLS.
+    """
+    if redis_binary() is None:
+        pytest.skip("secure_redis_factory needs a redis-server binary on PATH (apt-get "
+                    "install redis-server)")
+    servers: list[SecureRedisServer] = []
+    files: list[TlsFiles] = []
+
+    def make(*, tls: bool = True, require_client_cert: bool = False,
+             acl: bool = False) -> SecureRedisServer:
+        if tls and not files:
+            files.append(TlsFiles.create(tmp_path / "redis-tls"))
+        server = SecureRedisServer(tmp_path / f"redis-secure-{len(servers) + 1}",
+                                   tls=files[0] if tls else None,
+                                   require_client_cert=require_client_cert, acl=acl)
+        servers.append(server)
+        try:
+            server.start()
+        except RedisUnavailable as exc:
+            if tls and "tls" in str(exc).lower():
+                pytest.skip(f"this redis-server cannot do TLS: {exc}")
+            raise
         return server
 
     try:

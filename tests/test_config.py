@@ -12,6 +12,7 @@ import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,6 +256,7 @@ BAD_ENV = {
         ("LOG_LEVEL", "LOUD"),
         ("REDIS_CONNECTION", "ftp://nowhere"),
         ("IDLE_TIMEOUT_S", "-1"),
+        ("REDIS_TLS_CERT_FILE", "/etc/redis-tls/tls.crt"),
     ],
     "gameserver": [
         ("GAMESERVER_P2P_PORT", "abc"),
@@ -262,6 +264,7 @@ BAD_ENV = {
         ("AUTH_MODE", "sometimes"),
         ("REDIS_CONNECTION", "redis-host:port"),
         ("RECONNECT_GRACE_S", "nan"),
+        ("REDIS_TLS_CA_FILE", "/etc/redis-tls/ca.crt"),
     ],
 }
 
@@ -299,3 +302,145 @@ def test_describe_masks_passwords_in_redis_urls() -> None:
     assert "s3cr3t" not in line and "hush" not in line
     assert "REDIS_CONNECTION=redis://user:***@redis.example:6380/2" in line
     assert "AUTH_SECRET=***" in line
+
+
+def test_describe_masks_the_password_of_tls_and_password_only_urls() -> None:
+    for url, shown in (("rediss://gb:pw-7f3a@redis.example:6380/1",
+                        "rediss://gb:***@redis.example:6380/1"),
+                       ("redis://:pw-7f3a@redis.example/0", "redis://:***@redis.example/0")):
+        line = describe(GatewayConfig(redis_connection=url))
+        assert "pw-7f3a" not in line and f"REDIS_CONNECTION={shown}" in line
+
+
+@pytest.mark.parametrize("module", SERVICES.keys())
+def test_help_never_shows_the_redis_password(module: str) -> None:
+    result = run_module(module, ["--help"], {"REDIS_CONNECTION": "redis://u:pw-9c1d@h:1/0"})
+    assert result.returncode == 0, result.stderr
+    assert "pw-9c1d" not in result.stdout + result.stderr
+    for name in ("REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"):
+        assert name in result.stdout
+
+
+def test_a_bad_redis_url_is_one_line_without_its_password() -> None:
+    result = run_module("gameserver", [], {"REDIS_CONNECTION": "redis://u:pw-9c1d@h:99999/0"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("gameserver: config error: REDIS_CONNECTION has an invalid "
+                                     "port: 'redis://u:***@h:99999/0'")
+
+
+# --- Redis over TLS: REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE ----------------
+
+
+@dataclass(frozen=True)
+class Pem:
+    ca: Path
+    cert: Path
+    key: Path
+    other_key: Path
+    encrypted_key: Path
+    garbage: Path
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> Pem:
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    directory = tmp_path_factory.mktemp("redis-pem")
+    ca = trustme.CA()
+    files = Pem(*(directory / name for name in ("ca.pem", "client.crt", "client.key",
+                                                "other.key", "encrypted.key", "garbage.pem")))
+    ca.cert_pem.write_to_path(str(files.ca))
+    issued = ca.issue_cert("gb-client")
+    issued.cert_chain_pems[0].write_to_path(str(files.cert))
+    issued.private_key_pem.write_to_path(str(files.key))
+    ca.issue_cert("someone-else").private_key_pem.write_to_path(str(files.other_key))
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    files.encrypted_key.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"hunter2")))
+    files.garbage.write_text("-----BEGIN CERTIFICATE-----\nnot-a-cert-secret-words\n"
+                             "-----END CERTIFICATE-----\n")
+    return files
+
+
+TLS_URL = "rediss://gb:pw@redis.example:6380/0"
+
+
+def tls_env(ca: Path | str = "", cert: Path | str = "", key: Path | str = "",
+            connection: str = TLS_URL) -> dict[str, str]:
+    return {"REDIS_CONNECTION": connection, "REDIS_TLS_CA_FILE": str(ca),
+            "REDIS_TLS_CERT_FILE": str(cert), "REDIS_TLS_KEY_FILE": str(key)}
+
+
+@pytest.mark.parametrize("config_type", SERVICES.values(), ids=SERVICES.keys())
+def test_redis_tls_files_load_and_become_redis_py_arguments(config_type: type[Any],
+                                                            pem: Pem) -> None:
+    config = load_config(config_type, [], tls_env(pem.ca, pem.cert, pem.key))
+    assert config.redis_tls.client_kwargs(TLS_URL) == {
+        "ssl_cert_reqs": "required", "ssl_check_hostname": True, "ssl_ca_certs": str(pem.ca),
+        "ssl_certfile": str(pem.cert), "ssl_keyfile": str(pem.key)}
+    line = describe(config)
+    assert f"REDIS_TLS_CA_FILE={pem.ca}" in line and f"REDIS_TLS_KEY_FILE={pem.key}" in line
+    assert "REDIS_CONNECTION=rediss://gb:***@redis.example:6380/0" in line
+    # No CA file: the system's CAs, still verified, host name included.
+    plain = load_config(config_type, [], {"REDIS_CONNECTION": TLS_URL})
+    assert plain.redis_tls.client_kwargs(TLS_URL) == {
+        "ssl_cert_reqs": "required", "ssl_check_hostname": True, "ssl_ca_certs": None}
+    assert plain.redis_tls.client_kwargs("redis://h:1/0") == {}
+
+
+def test_a_client_certificate_needs_its_key_and_the_key_its_certificate(pem: Pem) -> None:
+    for env in (tls_env(pem.ca, cert=pem.cert), tls_env(pem.ca, key=pem.key)):
+        with pytest.raises(ConfigError, match="REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go "
+                                              "together"):
+            load_config(GatewayConfig, [], env)
+
+
+@pytest.mark.parametrize("connection", ["redis://h:6379/0", "h:6379", "unix:///run/r.sock"])
+def test_tls_files_without_rediss_name_both_variables(pem: Pem, connection: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(GameServerConfig, [], tls_env(pem.ca, connection=connection))
+    message = str(info.value)
+    assert "REDIS_TLS_CA_FILE" in message and "REDIS_CONNECTION" in message
+    assert "rediss://" in message
+
+
+def test_a_missing_or_unreadable_file_names_the_variable_and_the_path(
+    pem: Pem, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.pem"
+    for env, variable, path in ((tls_env(missing), "REDIS_TLS_CA_FILE", missing),
+                                (tls_env(pem.ca, tmp_path, pem.key), "REDIS_TLS_CERT_FILE",
+                                 tmp_path)):
+        with pytest.raises(ConfigError) as info:
+            load_config(GatewayConfig, [], env)
+        assert str(info.value).startswith(f"{variable} {path}: "), info.value
+
+
+@pytest.mark.parametrize("field, variables", [
+    ("garbage_ca", ("REDIS_TLS_CA_FILE",)),
+    ("other_key", ("REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE")),
+    ("encrypted_key", ("REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE")),
+])
+def test_unusable_pem_files_are_config_errors_that_never_quote_them(
+    pem: Pem, field: str, variables: tuple[str, ...]
+) -> None:
+    env = {
+        "garbage_ca": tls_env(pem.garbage),
+        "other_key": tls_env(pem.ca, pem.cert, pem.other_key),
+        "encrypted_key": tls_env(pem.ca, pem.cert, pem.encrypted_key),  # fails, never prompts
+    }[field]
+    with pytest.raises(ConfigError) as info:
+        load_config(GameServerConfig, [], env)
+    message = str(info.value)
+    assert all(variable in message for variable in variables), message
+    assert "secret-words" not in message and "BEGIN" not in message
+
+
+def test_the_admin_cli_checks_the_tls_files_too(pem: Pem) -> None:
+    result = run_module("gameserver", ["admin", "kick", "--user-id", "1", "--redis-connection",
+                                       "redis://h:1/0", "--redis-tls-ca-file", str(pem.ca)])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_TLS_CA_FILE" in lines[0] and "Traceback" not in lines[0]

@@ -130,7 +130,7 @@ def test_a_file_that_holds_no_key_stops_the_start_without_quoting_it(
 
 async def test_sessions_and_the_mesh_work_over_curve(cluster: Cluster,
                                                      cluster_key: Path) -> None:
-    keys = parse_keys(cluster_key.read_text(), "test")
+    keys = parse_keys(await asyncio.to_thread(cluster_key.read_text), "test")
     for node in cluster.gameservers:
         assert published_key(cluster, node.node_id) == keys.public.decode()
         assert "Internal ZeroMQ traffic: CURVE with the cluster key in" \

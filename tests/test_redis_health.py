@@ -1,10 +1,12 @@
-"""The shared Redis-failure facts (servicekit.redis_health) and the commit queue's bounded
-answers during an outage, in-process: a fake clock, a fake store, a real event loop."""
+"""The shared Redis-failure facts (servicekit.redis_health, and the causes sorted by
+servicekit.redis_problems) and the commit queue's bounded answers during an outage,
+in-process: a fake clock, a fake store, a real event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import pytest
@@ -14,6 +16,14 @@ from gameserver.commits import CommitQueue
 from gameserver.state import PlayerState, ResponseCache, Session
 from protocol import ErrorCode, MsgType, decode_payload, read_header
 from servicekit.redis_health import BACKOFF_BASE_S, REDIS_FAILURES, RedisHealth, RetryDelays
+from servicekit.redis_problems import (
+    CERTIFICATE,
+    CREDENTIALS,
+    HANDSHAKE,
+    PERMISSION,
+    UNREACHABLE,
+    diagnose,
+)
 from tests.support.waiting import wait_until_async
 
 
@@ -47,6 +57,106 @@ def test_failures_include_deadlines_and_redis_errors() -> None:
                 redis.exceptions.ConnectionError(), redis.exceptions.TimeoutError()):
         assert isinstance(exc, REDIS_FAILURES), exc
     assert not isinstance(ValueError(), REDIS_FAILURES)
+
+
+def _wrapped(cause: BaseException) -> redis.exceptions.ConnectionError:
+    """What redis-py raises: its ConnectionError, raised while handling ``cause``."""
+    try:
+        try:
+            raise cause
+        except Exception as exc:
+            raise redis.exceptions.ConnectionError(f"Error 1 connecting to h:1. {exc}.") from None
+    except redis.exceptions.ConnectionError as wrapped:
+        wrapped.__context__ = cause
+        return wrapped
+
+
+def _verify_error() -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+                                            "verify failed: self-signed certificate")
+    error.verify_message = "self-signed certificate in certificate chain"
+    return error
+
+
+@pytest.mark.parametrize("exc, tls, kind", [
+    (redis.exceptions.AuthenticationError("invalid username-password pair or user is "
+                                          "disabled."), False, CREDENTIALS),
+    (redis.exceptions.ResponseError("WRONGPASS invalid username-password pair"), False,
+     CREDENTIALS),
+    (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' "
+                                        "command"), False, PERMISSION),
+    (redis.exceptions.ResponseError("The user executing the script can't run this command or "
+                                    "subcommand script: 89ab, on @user_script:1."), False,
+     PERMISSION),
+    (_wrapped(_verify_error()), True, CERTIFICATE),
+    (_wrapped(ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert")), True,
+     HANDSHAKE),
+    (_wrapped(ConnectionResetError(104, "Connection reset by peer")), True, HANDSHAKE),
+    (_wrapped(ConnectionResetError(104, "Connection reset by peer")), False, UNREACHABLE),
+    (_wrapped(ConnectionRefusedError(111, "Connection refused")), True, UNREACHABLE),
+    (redis.exceptions.TimeoutError("Timeout reading from h:1"), True, UNREACHABLE),
+    (TimeoutError(), False, UNREACHABLE),
+])
+def test_failures_are_sorted_by_cause(exc: BaseException, tls: bool, kind: str) -> None:
+    assert diagnose(exc, tls).kind == kind
+
+
+def test_each_cause_has_its_own_clear_line_and_readiness_words() -> None:
+    assert diagnose(redis.exceptions.AuthenticationError("nope.")).line("r:1") == (
+        "Redis at r:1 refused our credentials (ACL user or password wrong): nope")
+    problem = diagnose(_wrapped(_verify_error()), tls=True)
+    assert problem.line("r:1") == (
+        "Redis at r:1: TLS certificate verification failed (check REDIS_TLS_CA_FILE, and that "
+        "the certificate names the host of REDIS_CONNECTION): self-signed certificate in "
+        "certificate chain")
+    assert problem.state == "fails TLS certificate verification"
+    handshake = diagnose(_wrapped(ConnectionResetError(104, "reset")), tls=True)
+    assert "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE" in handshake.line("r:1")
+    assert "docs/OPERATIONS.md §1.8" in diagnose(
+        redis.exceptions.NoPermissionError("no")).line("r:1")
+    assert diagnose(OSError("down")).line("r:1") == "Redis is NOT reachable at r:1 (down)"
+
+
+def test_a_new_cause_during_an_outage_is_logged_once_more(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    health = RedisHealth("r:1", logging.getLogger("test.causes"), clock)
+    caplog.set_level(logging.DEBUG, "test.causes")
+    refused = ConnectionRefusedError("refused")
+    wrong = redis.exceptions.AuthenticationError("invalid username-password pair")
+    for exc in (refused, refused, wrong, wrong, refused, wrong):
+        health.failed(exc, "retrying")
+    assert health.state == "refuses our credentials"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis is NOT reachable at r:1 (refused); retrying",
+        "Redis at r:1 refused our credentials (ACL user or password wrong): invalid "
+        "username-password pair; retrying",
+    ]
+
+
+def test_a_partial_acl_refusal_is_not_logged_at_every_flip(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat passes, the commit is refused: the state flips at every retry, the log
+    says it once (and the recovery once), until the refusal stays away a while."""
+    clock = FakeClock()
+    health = RedisHealth("r:1", logging.getLogger("test.flaps"), clock)
+    caplog.set_level(logging.INFO, "test.flaps")
+    denied = redis.exceptions.NoPermissionError("this user has no permissions to run the "
+                                                "'lpush' command")
+    for _ in range(20):
+        assert health.failed(denied, "holding session writes and retrying") is True
+        assert health.state == "denies a command to our ACL user"
+        clock.now += 0.5
+        assert health.succeeded() is True
+        clock.now += 0.5
+    assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    assert health.failed(ConnectionRefusedError(), "retrying")  # another cause: said
+    health.succeeded()
+    clock.now += 61.0  # a minute without it: a new occurrence is news again
+    health.failed(denied, "holding session writes and retrying")
+    assert [r.levelname for r in caplog.records] == ["ERROR", "INFO", "ERROR", "INFO", "ERROR"]
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:

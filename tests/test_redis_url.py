@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servicekit.config import ConfigError
-from servicekit.redis_url import display_address, to_redis_url
+from servicekit.redis_url import display_address, redact, to_redis_url, uses_tls
 
 
 @pytest.mark.parametrize("connection, url", [
@@ -73,3 +73,33 @@ def test_display_address_hides_credentials(connection: str, shown: str) -> None:
 def test_display_address_refuses_bad_input() -> None:
     with pytest.raises(ConfigError):
         display_address("nope:nope")
+
+
+@pytest.mark.parametrize("connection, shown", [
+    ("redis://user:s3cret@h:1/0", "redis://user:***@h:1/0"),
+    ("rediss://:s3cret@h:1/0", "rediss://:***@h:1/0"),
+    ("redis://user:s3@cr:et@h:1/0", "redis://user:***@h:1/0"),
+    ("redis://user@h:1/0", "redis://user@h:1/0"),
+    ("unix:///r.sock?password=s3cret&db=1", "unix:///r.sock?password=***&db=1"),
+    ("h:6379", "h:6379"),
+])
+def test_redact_hides_only_the_password(connection: str, shown: str) -> None:
+    assert redact(connection) == shown
+
+
+@pytest.mark.parametrize("connection", [
+    "redis://user:s3cret@h:99999/0",
+    "ftp://user:s3cret@h:1/0",
+    "redis://user:s3cret@:1/0",
+    "user:s3cret@h:6379",
+    ":s3cret@h:notaport",
+])
+def test_errors_never_quote_the_password(connection: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_CONNECTION") as info:
+        to_redis_url(connection)
+    assert "s3cret" not in str(info.value)
+
+
+def test_uses_tls() -> None:
+    assert uses_tls("rediss://h:1/0") and uses_tls("rediss://u:p@h/0")
+    assert not uses_tls("redis://h:1/0") and not uses_tls("h:6379")

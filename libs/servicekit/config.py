@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servicekit.redis_tls import RedisTls
 
 
 class ConfigError(Exception):
@@ -135,15 +137,6 @@ def load_or_exit[T](
         raise SystemExit(2) from None
 
 
-def _mask_url_password(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    credentials, at, host = rest.rpartition("@")
-    if at:
-        user = credentials.split(":", 1)[0]
-        rest = f"{user}:***@{host}"
-    return f"{scheme}://" + re.sub(r"(?i)(password=)[^&]*", r"\1***", rest)
-
-
 def describe(config: Any) -> str:
     """``NAME=value`` pairs for the start-up log line, secrets masked."""
     parts = []
@@ -155,7 +148,9 @@ def describe(config: Any) -> str:
         elif "SECRET" in env or "PASSWORD" in env or "TOKEN" in env:
             value = "***" if value else ""
         elif isinstance(value, str) and "://" in value:
-            value = _mask_url_password(value)
+            from servicekit.redis_url import redact  # it imports this module
+
+            value = redact(value)
         parts.append(f"{env}={value}")
     return " ".join(parts)
 
@@ -173,6 +168,18 @@ class CommonConfig:
         help="Redis (sessions and node registry): HOST:PORT or "
         "redis://[user:password@]host:port/db (rediss:// for TLS)",
     )
+    redis_tls_ca_file: str = setting(
+        "", env="REDIS_TLS_CA_FILE",
+        help="PEM file of the CA(s) that signed Redis' certificate, for rediss:// (empty: "
+        "the system's trusted CAs); the certificate must also name the host of "
+        "REDIS_CONNECTION")
+    redis_tls_cert_file: str = setting(
+        "", env="REDIS_TLS_CERT_FILE",
+        help="PEM client certificate (chain) for Redis with mutual TLS (tls-auth-clients "
+        "yes), rediss:// only; needs REDIS_TLS_KEY_FILE")
+    redis_tls_key_file: str = setting(
+        "", env="REDIS_TLS_KEY_FILE",
+        help="PEM private key (unencrypted) of REDIS_TLS_CERT_FILE")
     log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
                              choices=LOG_LEVELS)
     log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
@@ -192,4 +199,13 @@ class CommonConfig:
         from servicekit.redis_url import to_redis_url
 
         to_redis_url(self.redis_connection)
+        self.redis_tls.check(self.redis_connection)
         load_keys(self.curve_secret_file)
+
+    @property
+    def redis_tls(self) -> RedisTls:
+        """The REDIS_TLS_* files, as servicekit.redis_client wants them."""
+        from servicekit.redis_tls import RedisTls
+
+        return RedisTls(self.redis_tls_ca_file, self.redis_tls_cert_file,
+                        self.redis_tls_key_file)

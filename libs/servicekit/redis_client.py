@@ -15,6 +15,9 @@ paths cut every call short at their own deadline (GameServer ``REDIS_REQUEST_TIM
 A call cancelled mid-command disconnects its connection (redis-py does that on any
 exception while reading or writing), so a cancelled call never leaves a half-read reply in
 the pool.
+
+``rediss://`` gets its certificate checks from servicekit.redis_tls (``REDIS_TLS_*``), the
+same keyword arguments the admin CLI's synchronous client gets.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from servicekit.redis_tls import NO_TLS, RedisTls
 from servicekit.redis_url import to_redis_url
 
 
@@ -71,15 +75,18 @@ SOCKET_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 2.0
 
 
-def open_redis(connection: str, pool_size: int = POOL_SIZE) -> aioredis.Redis:
+def open_redis(connection: str, pool_size: int = POOL_SIZE,
+               tls: RedisTls = NO_TLS) -> aioredis.Redis:
+    url = to_redis_url(connection)
     pool = aioredis.BlockingConnectionPool.from_url(
-        to_redis_url(connection),
+        url,
         max_connections=pool_size,
         timeout=POOL_WAIT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=10,
         retry=Retry(NoBackoff(), 0),
+        **tls.client_kwargs(url),
     )
     pool.connection_class = _FRESH_CLASSES.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import redis.exceptions
 from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
+from servicekit.redis_problems import CREDENTIALS, PERMISSION, RedisProblem, diagnose
+
 #: What a call to Redis raises when Redis is down, slow or refusing: redis-py's own errors,
 #: and OSError, which includes ``TimeoutError`` (so a deadline that ran out counts too).
 REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
@@ -27,6 +29,10 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, 
 BACKOFF_BASE_S = 0.05
 #: The default cap: a loop that has a natural period (heartbeat, discovery) caps at that.
 BACKOFF_CAP_S = 1.0
+
+#: Refusals (credentials, ACL) that come back within this many seconds of the last one are
+#: not logged again: see RedisHealth.
+REFUSAL_QUIET_S = 60.0
 
 
 class RetryDelays:
@@ -66,36 +72,71 @@ class RedisHealth:
     Pure state (the clock is injected): the loops report each outcome, and the state logs
     each transition once with the services' wording, so an outage writes two lines, not one
     per attempt. Readiness, and the GameServer's refusal of new state changes, read it.
+
+    The failure line names the cause (servicekit.redis_problems): a wrong password or CA
+    reads differently from a dead Redis. A new cause during the same outage (Redis back up,
+    but now refusing our password) is logged once too. A refusal is often partial: an ACL
+    that lacks one command fails the group commit while the heartbeat succeeds, and the
+    state would flip at every retry; a refusal already logged within ``REFUSAL_QUIET_S`` of
+    the last one is therefore not logged again, and neither is the recovery that follows it.
+    ``/readyz`` still tells the truth at every moment.
     """
 
     def __init__(self, address: str, logger: logging.Logger,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, tls: bool = False) -> None:
         self.address = address
         self._log = logger
         self._clock = clock
+        #: rediss://: a reset connection is read as a TLS refusal (redis_problems.diagnose).
+        self.tls = tls
         self.reachable = True
         self.since = clock()
+        #: The cause of the last failure (None before the first one).
+        self.problem: RedisProblem | None = None
+        self._logged: set[str] = set()  # causes logged during this outage
+        self._refused_at: dict[str, float] = {}  # refusal kind -> when it last went away
+        self._quiet = False  # this outage repeats a recent refusal: its recovery is DEBUG
+
+    @property
+    def state(self) -> str:
+        """``/readyz``'s words: "unreachable", "refuses our credentials", ..."""
+        if self.reachable or self.problem is None:
+            return "unreachable"
+        return self.problem.state
 
     def failed(self, exc: BaseException, consequence: str) -> bool:
         """Report a failed call; True when this is the transition to unreachable.
 
         ``consequence``: what the caller does meanwhile, ending the log line.
         """
-        if not self.reachable:
-            return False
-        self.reachable = False
-        self.since = self._clock()
-        self._log.error("Redis is NOT reachable at %s (%s); %s", self.address, exc, consequence)
-        return True
+        problem = self.problem = diagnose(exc, self.tls)
+        transition = self.reachable
+        if transition:
+            now = self._clock()
+            self.reachable = False
+            self.since = now
+            self._logged = {kind for kind, at in self._refused_at.items()
+                            if now - at < REFUSAL_QUIET_S}
+            self._quiet = bool(self._logged)
+        if problem.kind not in self._logged:
+            self._logged.add(problem.kind)
+            self._quiet = False
+            self._log.error("%s; %s", problem.line(self.address), consequence)
+        return transition
 
     def succeeded(self) -> bool:
         """Report a successful call; True when this is the transition back to reachable."""
         if self.reachable:
             return False
+        now = self._clock()
         self.reachable = True
-        down_s = self._clock() - self.since
-        self.since = self._clock()
-        self._log.info("Redis is reachable again at %s (after %.1fs)", self.address, down_s)
+        down_s = now - self.since
+        self.since = now
+        for kind in self._logged & {CREDENTIALS, PERMISSION}:
+            self._refused_at[kind] = now
+        level = logging.DEBUG if self._quiet else logging.INFO
+        self._log.log(level, "Redis is reachable again at %s (after %.1fs)", self.address,
+                      down_s)
         return True
 
     def unreachable_for(self) -> float:

@@ -2,36 +2,58 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from servicekit.config import ConfigError
 
 
+def redact(connection: str) -> str:
+    """``connection`` with its password shown as ``***``, for error messages: an operator
+    sees which URL was refused, a log collector never sees the password."""
+    head, at, host = connection.rpartition("@")
+    if at:
+        scheme, sep, credentials = head.rpartition("://")
+        user, colon, _ = credentials.partition(":")
+        connection = f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", connection)
+
+
 def to_redis_url(connection: str) -> str:
-    """A URL redis-py accepts; raises :class:`ConfigError` naming ``REDIS_CONNECTION``."""
+    """A URL redis-py accepts; raises :class:`ConfigError` naming ``REDIS_CONNECTION``
+    (the password never quoted)."""
     text = connection.strip()
+    shown = redact(text)
     if not text:
         raise ConfigError("REDIS_CONNECTION must not be empty")
     if "://" in text:
         parts = urlsplit(text)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
-                f"REDIS_CONNECTION scheme must be redis://, rediss:// or unix://, got {text!r}"
+                f"REDIS_CONNECTION scheme must be redis://, rediss:// or unix://, got {shown!r}"
             )
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(f"REDIS_CONNECTION has an invalid port: {text!r}") from None
+            raise ConfigError(f"REDIS_CONNECTION has an invalid port: {shown!r}") from None
         if parts.scheme != "unix" and not parts.hostname:
-            raise ConfigError(f"REDIS_CONNECTION has no host: {text!r}")
+            raise ConfigError(f"REDIS_CONNECTION has no host: {shown!r}")
         del port
         return text
+    if "@" in text:
+        raise ConfigError("REDIS_CONNECTION with a user or password must be a URL: "
+                          "redis://[user]:password@host:port/db (rediss:// for TLS)")
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host, port_text = text, "6379"
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"REDIS_CONNECTION must be HOST:PORT or a redis:// URL, got {text!r}")
+        raise ConfigError(f"REDIS_CONNECTION must be HOST:PORT or a redis:// URL, got {shown!r}")
     return f"redis://{host}:{int(port_text)}/0"
+
+
+def uses_tls(connection: str) -> bool:
+    """Whether ``connection`` is a ``rediss://`` URL."""
+    return urlsplit(to_redis_url(connection)).scheme == "rediss"
 
 
 def display_address(connection: str) -> str:

@@ -26,7 +26,9 @@ import zmq
 from servicekit import zmqsockets
 from servicekit.config import DEFAULT_REDIS, ConfigError
 from servicekit.curve import ClusterKeys, CurveMismatch, load_keys, server_key
-from servicekit.redis_url import display_address, to_redis_url
+from servicekit.redis_problems import explain
+from servicekit.redis_tls import CA_ENV, CERT_ENV, KEY_ENV, NO_TLS, RedisTls
+from servicekit.redis_url import display_address, to_redis_url, uses_tls
 from servicekit.registry import KEY_PREFIX, node_key
 
 
@@ -39,6 +41,12 @@ def main(argv: Sequence[str]) -> int:
     kick.add_argument("--redis-connection",
                       default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
                       help="Redis of the cluster [env REDIS_CONNECTION]")
+    for env, what in ((CA_ENV, "CA file that signed Redis' certificate"),
+                      (CERT_ENV, "client certificate for Redis with mutual TLS"),
+                      (KEY_ENV, "its private key")):
+        kick.add_argument("--" + env.lower().replace("_", "-"), metavar="FILE",
+                          default=os.environ.get(env, ""),
+                          help=f"PEM {what}, for rediss:// [env {env}]")
     kick.add_argument("--curve-secret-file", metavar="FILE",
                       default=os.environ.get("CLUSTER_CURVE_SECRET_FILE", ""),
                       help="the cluster's CURVE key file, on a cluster that uses CURVE "
@@ -47,17 +55,20 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     try:
         url = to_redis_url(args.redis_connection)
+        tls = RedisTls(args.redis_tls_ca_file, args.redis_tls_cert_file, args.redis_tls_key_file)
+        tls.check(url)
         curve = load_keys(args.curve_secret_file)
     except ConfigError as exc:
         print(f"gameserver admin: {exc}", file=sys.stderr)
         return 2
-    return kick_user(url, args.user_id, args.timeout, curve)
+    return kick_user(url, args.user_id, args.timeout, curve, tls)
 
 
 def kick_user(redis_url: str, user_id: int, timeout_s: float,
-              curve: ClusterKeys | None = None) -> int:
+              curve: ClusterKeys | None = None, tls: RedisTls = NO_TLS) -> int:
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s, decode_responses=True)
+                                  socket_connect_timeout=timeout_s, decode_responses=True,
+                                  **tls.client_kwargs(redis_url))
     try:
         session_id = cast(str | None, client.get(f"{KEY_PREFIX}user:{user_id}:session"))
         if session_id is None:
@@ -66,7 +77,7 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float,
         node_id = cast(str | None, client.hget(f"{KEY_PREFIX}sess:{session_id}", "node_id"))
         node = cast(dict[str, str], client.hgetall(node_key(int(node_id)))) if node_id else {}
     except redis.RedisError as exc:
-        print(f"gameserver admin: Redis at {display_address(redis_url)}: {exc}",
+        print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
               file=sys.stderr)
         return 2
     finally:

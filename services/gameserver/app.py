@@ -33,7 +33,7 @@ from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import AdminRequest, start_ops_server
 from servicekit.redis_client import open_redis
 from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
-from servicekit.redis_url import display_address
+from servicekit.redis_url import display_address, uses_tls
 from servicekit.registry import (
     KEY_PREFIX,
     NodeInfo,
@@ -70,7 +70,7 @@ class GameServerApp:
         self.config = config
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
-        self.redis = open_redis(config.redis_connection)
+        self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
         self.registry = NodeRegistry(self.redis, self.instance)
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).
@@ -79,7 +79,8 @@ class GameServerApp:
         self.exit_code = 0
         self.registered_at = 0.0
         #: The one "Redis reachable" state: the heartbeat and the group commit report to it.
-        self.health = RedisHealth(self.redis_address, log)
+        self.health = RedisHealth(self.redis_address, log,
+                                  tls=uses_tls(config.redis_connection))
         self.node_id = 0
         self.hub: Hub | None = None
         self.mesh: MeshClient | None = None
@@ -99,9 +100,9 @@ class GameServerApp:
         if self.hub is None or not self.hub.accepting:
             return False, "not accepting sessions (starting or draining)"
         if not fresh:
-            return False, f"not registered: Redis at {self.redis_address} unreachable"
+            return False, f"not registered: Redis at {self.redis_address} {self.health.state}"
         if not self.health.reachable:
-            return False, (f"Redis at {self.redis_address} unreachable for "
+            return False, (f"Redis at {self.redis_address} {self.health.state} for "
                            f"{self.health.unreachable_for():.1f}s")
         return True, f"ready: node {self.node_id}, {len(self.hub.sessions)} sessions"
 

@@ -26,7 +26,7 @@ from servicekit.fdlimit import apply_nofile_limit
 from servicekit.http import start_ops_server
 from servicekit.redis_client import open_redis
 from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
-from servicekit.redis_url import display_address
+from servicekit.redis_url import display_address, uses_tls
 from servicekit.registry import read_registry
 from servicekit.startup import bind_failed
 
@@ -42,7 +42,7 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.redis_address = display_address(config.redis_connection)
-        self.redis = open_redis(config.redis_connection)
+        self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).
         self.curve = load_keys(config.curve_secret_file)
@@ -50,7 +50,8 @@ class GatewayApp:
         self.relay = Relay(config)
         self.stopping = asyncio.Event()
         #: Reported by the discovery loop; /readyz is not ready while Redis is unreachable.
-        self.health = RedisHealth(self.redis_address, log)
+        self.health = RedisHealth(self.redis_address, log,
+                                  tls=uses_tls(config.redis_connection))
         self.listening = False
 
     def readiness(self) -> tuple[bool, str]:
@@ -63,7 +64,7 @@ class GatewayApp:
         if not self.health.reachable:
             # Logins cannot work; routing of logged-in clients still does (the last known
             # GameServers are kept), so this only steers new clients elsewhere.
-            return False, (f"Redis at {self.redis_address} unreachable for "
+            return False, (f"Redis at {self.redis_address} {self.health.state} for "
                            f"{self.health.unreachable_for():.1f}s")
         return True, f"ready: {live} GameServer(s), {len(self.relay.connections)} clients"
 

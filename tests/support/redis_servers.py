@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +54,24 @@ class RedisServer:
         """``host:port``, the seed's REDIS_CONNECTION form."""
         return f"{self.host}:{self.port}"
 
+    def client_kwargs(self) -> dict[str, Any]:
+        """What :meth:`client` and :meth:`ping` add to reach this server: TLS files and
+        credentials for servers that want them (see :class:`SecureRedisServer`)."""
+        return {}
+
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new synchronous redis-py client (``decode_responses`` etc. via ``kwargs``)."""
         kwargs.setdefault("socket_connect_timeout", 2.0)
         kwargs.setdefault("socket_timeout", 5.0)
-        return redis.Redis(host=self.host, port=self.port, db=0, **kwargs)
+        return redis.Redis(host=self.host, port=self.port, db=0,
+                           **{**self.client_kwargs(), **kwargs})
 
     def ping(self, timeout: float = 0.5) -> bool:
         """Whether the server answers PING right now."""
         try:
             with redis.Redis(
                 host=self.host, port=self.port, socket_connect_timeout=timeout,
-                socket_timeout=timeout,
+                socket_timeout=timeout, **self.client_kwargs(),
             ) as client:
                 return bool(client.ping())
         except (redis.RedisError, OSError):
@@ -262,6 +270,141 @@ class LocalRedisServer(RedisServer):
 
     def close(self) -> None:
         self.stop(timeout=5.0)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA (``trustme``) and the PEM files a TLS ``redis-server`` and its clients
+    need. The server certificate names ``localhost`` and ``127.0.0.1``, so clients keep
+    host-name checking on, as the services do."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        import trustme
+
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        files = cls(directory / "redis-ca.pem", directory / "redis-server.crt",
+                    directory / "redis-server.key", directory / "redis-client.crt",
+                    directory / "redis-client.key")
+        ca.cert_pem.write_to_path(str(files.ca_file))
+        server = ca.issue_cert("localhost", "127.0.0.1")
+        server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+        server.private_key_pem.write_to_path(str(files.server_key))
+        client = ca.issue_cert("gamebackbone-client")
+        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+        client.private_key_pem.write_to_path(str(files.client_key))
+        return files
+
+    @staticmethod
+    def unrelated_ca(path: Path) -> Path:
+        """A CA file of another, fresh CA: a well-formed but wrong REDIS_TLS_CA_FILE."""
+        import trustme
+
+        trustme.CA().cert_pem.write_to_path(str(path))
+        return path
+
+
+class SecureRedisServer(LocalRedisServer):
+    """``redis-server`` the way a managed Redis is often set up: TLS only (``--port 0``, the
+    TLS port is :attr:`port`), client certificates optionally required (``--tls-auth-clients
+    yes``), and with ``acl=True`` the ``default`` user switched off.
+
+    The test harness itself (:meth:`client`, :meth:`ping`, :meth:`flush`) connects as an
+    all-powerful ``gb-test-admin`` user, over TLS with the client certificate, so it works
+    whatever the services under test are given; :meth:`as_user` is what they are given.
+    """
+
+    ADMIN_USER = "gb-test-admin"
+
+    def __init__(self, data_dir: Path, *, tls: TlsFiles | None = None,
+                 require_client_cert: bool = False, acl: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(data_dir, **kwargs)
+        self.tls = tls
+        self.require_client_cert = require_client_cert
+        self.admin_password = secrets.token_hex(12) if acl else None
+
+    @property
+    def scheme(self) -> str:
+        return "rediss" if self.tls is not None else "redis"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}/0"
+
+    def url_for(self, user: str, password: str) -> str:
+        """The URL of this server for an ACL user: ``redis[s]://user:password@host:port/0``."""
+        return f"{self.scheme}://{user}:{password}@{self.host}:{self.port}/0"
+
+    @property
+    def command(self) -> list[str]:
+        command = super().command
+        if self.tls is not None:
+            command[command.index("--port") + 1] = "0"
+            command += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.server_cert),
+                "--tls-key-file", str(self.tls.server_key),
+                "--tls-ca-cert-file", str(self.tls.ca_file),
+                "--tls-auth-clients", "yes" if self.require_client_cert else "no",
+            ]
+        if self.admin_password is not None:
+            # redis-server takes a directive's arguments as separate argv words.
+            command += ["--user", "default", "off",
+                        "--user", self.ADMIN_USER, "on", f">{self.admin_password}", "~*", "&*",
+                        "+@all"]
+        return command
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's arguments for TLS with the client certificate (none without TLS)."""
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_file),
+                "ssl_certfile": str(self.tls.client_cert),
+                "ssl_keyfile": str(self.tls.client_key)}
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs = self.tls_kwargs()
+        if self.admin_password is not None:
+            kwargs.update(username=self.ADMIN_USER, password=self.admin_password)
+        return kwargs
+
+    def as_user(self, user: str, password: str) -> RedisUser:
+        """This server as ``user`` sees it: give it to a Cluster (``system_factory(redis=…)``)
+        and its services connect with ``redis[s]://user:password@host:port/0``."""
+        return RedisUser(self, user, password)
+
+
+class RedisUser(RedisServer):
+    """A :class:`SecureRedisServer` under an ACL user's name: ``url`` carries the user and
+    password; :meth:`client` connects as that user (to check what the user may do)."""
+
+    def __init__(self, server: SecureRedisServer, user: str, password: str) -> None:
+        self.server = server
+        self.host = server.host
+        self.port = server.port
+        self.user = user
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"<RedisUser {self.user} on {self.server!r}>"
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for(self.user, self.password)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {**self.server.tls_kwargs(), "username": self.user, "password": self.password}
+
+    def flush(self) -> None:
+        self.server.flush()
 
 
 def start_shared_redis(data_dir: Path) -> RedisServer:
