@@ -15,6 +15,13 @@
   the app containers run as 10001:10001 on a read-only root filesystem with the image's
   /healthz healthcheck; ``docker compose down`` takes less than 30 s and the logs show every
   service draining on SIGTERM. ``down -v`` always runs at the end.
+* CURVE is on in compose (issue 9), checked without an engine too: ``docker compose config``
+  shows the one-shot ``curve-keygen`` writing the key into the ``cluster-keys`` volume, the
+  Gateway and the GameServers mounting it read-only, pointed at it by
+  CLUSTER_CURVE_SECRET_FILE and started only after it succeeded; its script, run here on a
+  directory, makes a valid key once, keeps it, and leaves it 0400 for 10001:10001. In the
+  running stack the key file is so, and ``docker compose exec gameserver python -m gameserver
+  admin kick`` works there.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import subprocess
 import sys
 import threading
@@ -34,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -56,6 +65,11 @@ PROMETHEUS_IMAGE = "gamebackbone/prometheus:local"
 SERVICES = ["redis", "gameserver", "gateway", "prometheus"]  # no grafana: no image here
 REPLICAS = 3
 DOWN_LIMIT_S = 30.0
+#: Where compose mounts the cluster's CURVE key (CLUSTER_CURVE_SECRET_FILE).
+CURVE_DIR = "/etc/gamebackbone/curve"
+CURVE_FILE = f"{CURVE_DIR}/cluster.key"
+#: The images' USER (Dockerfile.gateway / Dockerfile.gameserver).
+APP_USER = (10001, 10001)
 
 
 def run(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
@@ -87,6 +101,86 @@ def test_dockerfiles_lint_clean() -> None:
     result = run([str(TOOLS / "bin" / "hadolint"), *map(str, DOCKERFILES)], timeout=120,
                  check=False)
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
+
+
+# --- CURVE in compose, from `docker compose config` (no engine needed) ----------------------
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    """deploy/compose.yaml as Compose resolves it (defaults of every variable)."""
+    setup_docker("--tools-only")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TAG", "LOG_LEVEL", "LOG_FORMAT", "COMPOSE_PROJECT_NAME")}
+    result = run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+                 timeout=60, env=env)
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_compose_turns_curve_on(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    keygen = services["curve-keygen"]
+    assert keygen["image"] == services["gameserver"]["image"] == "gamebackbone/gameserver:dev"
+    assert keygen["restart"] == "no"
+    assert keygen["volumes"] == [
+        {"type": "volume", "source": "cluster-keys", "target": CURVE_DIR}]
+    # Root only to chown the file, with no capability but CHOWN, no network, read-only root.
+    assert keygen["user"] == "0:0"
+    assert keygen["cap_drop"] == ["ALL"] and keygen["cap_add"] == ["CHOWN"]
+    assert keygen["read_only"] is True and keygen["network_mode"] == "none"
+    assert "no-new-privileges:true" in keygen["security_opt"]
+    assert "cluster-keys" in compose_config["volumes"]
+    for name in ("gateway", "gameserver"):
+        service = services[name]
+        assert service["environment"]["CLUSTER_CURVE_SECRET_FILE"] == CURVE_FILE
+        assert {"type": "volume", "source": "cluster-keys", "target": CURVE_DIR,
+                "read_only": True} in service["volumes"]
+        assert service["depends_on"]["curve-keygen"]["condition"] == \
+            "service_completed_successfully"
+        assert service["read_only"] is True
+
+
+def test_the_keygen_script_makes_a_key_once(compose_config: dict[str, Any],
+                                            tmp_path: Path) -> None:
+    """curve-keygen's own script on a local directory, with the project's Python as the
+    image's: a valid key, mode 0400, owned by the services' user; kept on the next run."""
+    if os.geteuid() != 0:
+        pytest.skip("the keygen script chowns the key to 10001:10001, which needs root")
+    keygen = compose_config["services"]["curve-keygen"]
+    assert keygen["entrypoint"][:1] == ["/bin/sh"]
+    script = keygen["command"][0].replace(CURVE_DIR, str(tmp_path))
+    assert CURVE_DIR not in script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    key_file = tmp_path / "cluster.key"
+
+    def keygen_run() -> str:
+        result = run([*keygen["entrypoint"], script], timeout=60, env=env)
+        return result.stdout
+
+    assert "made a new CURVE key" in keygen_run()
+    key = key_file.read_bytes()
+    assert len(key) == 41 and key.endswith(b"\n")
+    assert len(zmq.curve_public(key.strip())) == 40, "a valid Z85 CURVE secret key"
+    info = key_file.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o400, "not readable by anyone but its owner"
+    assert (info.st_uid, info.st_gid) == APP_USER
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "cluster.key"]
+
+    assert "keeping the CURVE key" in keygen_run()
+    assert key_file.read_bytes() == key
+
+    key_file.chmod(0o644)  # a key brought in by hand: its mode is put right
+    os.chown(key_file, 0, 0)
+    keygen_run()
+    info = key_file.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o400, *APP_USER)
+    assert key_file.read_bytes() == key
 
 
 def http_json(url: str) -> Any:
@@ -160,6 +254,19 @@ def test_compose_stack_scaled_scraped_and_drained(stack: Stack) -> None:
     assert client.returncode == 0, f"test client:\n{client.stdout}\n{client.stderr}"
     for line in ("ok login", "ok echo", "ok move", "ok logout"):
         assert line in client.stdout, client.stdout
+
+    # ---- CURVE: the key made by curve-keygen, and the admin CLI inside compose -------------
+    keygen = stack.compose("ps", "-a", "--format", "json", "curve-keygen").stdout
+    # One JSON object per line (Compose >= 2.21), or one array (older).
+    states = json.loads(keygen) if keygen.lstrip().startswith("[") else \
+        [json.loads(line) for line in keygen.splitlines() if line.strip()]
+    assert [(s["State"], s["ExitCode"]) for s in states] == [("exited", 0)], keygen
+    listing = stack.compose("exec", "-T", "gameserver", "ls", "-ln", CURVE_FILE).stdout.split()
+    assert listing[0] == "-r--------" and listing[2:4] == ["10001", "10001"], listing
+    admin = stack.compose("exec", "-T", "gameserver", "python", "-m", "gameserver", "admin",
+                          "kick", "--user-id", "1", check=False)
+    assert (admin.returncode, admin.stdout.strip()) == (1, "user 1 is not online"), \
+        f"{admin.stdout}\n{admin.stderr}"
 
     # ---- the app containers: hardening and the image's healthcheck -------------------------
     gameservers = stack.container_ids("gameserver")
@@ -261,3 +368,8 @@ def test_compose_stack_scaled_scraped_and_drained(stack: Stack) -> None:
              if "Gateway stopped" in line or "GameServer stopped" in line]
     assert len(drains) == REPLICAS + 1, f"drain lines:\n{logs}"
     assert len(stops) == REPLICAS + 1, f"stop lines:\n{logs}"
+    # Every app container ran with the key (docs/OPERATIONS.md §1.7, the start-up line).
+    curve = [line for line in logs.splitlines()
+             if f"Internal ZeroMQ traffic: CURVE with the cluster key in {CURVE_FILE}" in line]
+    assert len(curve) == REPLICAS + 1, f"CURVE start-up lines:\n{logs}"
+    assert "NOT authenticated" not in logs

@@ -10,8 +10,12 @@
 * every environment variable the chart gives a container is a setting of that service, and
   the services really start with exactly the rendered configuration: ``python -m gameserver``
   (in a UTS namespace whose host name is the StatefulSet pod's, for GAMESERVER_NODE_ID=ordinal)
-  and ``python -m gateway`` on a private redis-server, then the chart's ``helm test`` command
-  logs in and echoes through them.
+  and ``python -m gateway`` on a private redis-server, with the files of their Secret volumes
+  (CURVE key, TLS certificate) written where the env points, then the chart's ``helm test``
+  command logs in and echoes through them (over TLS when the Gateways serve TLS only);
+* security (issue 9): the generated CURVE key is a valid Z85 CURVE secret key, Secrets are
+  mounted read-only where the env says, secrets never appear in a plain env value, and
+  NOTES.txt warns when CURVE is off.
 
 The tools live in .venv-tools (scripts/setup-helm-tools.sh, pinned), not in the project venv:
 they run in subprocesses through scripts/helm_check.py. Without a reachable package index the
@@ -20,8 +24,10 @@ whole module skips with one line saying so; any other set-up failure fails.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import hashlib
 import http.client
 import json
 import os
@@ -30,12 +36,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import trustme
+import zmq
+from zmq.utils import z85
 
 from gameserver.config import GameServerConfig
 from gateway.config import GatewayConfig
@@ -64,9 +74,26 @@ NAMESPACE = "games"
 FULLNAME = "gb-gamebackbone"
 GATEWAY = f"{FULLNAME}-gateway"
 GAMESERVER = f"{FULLNAME}-gameserver"
+CURVE_SECRET = f"{FULLNAME}-curve"
+NOTES = "gamebackbone/templates/NOTES.txt"
+#: Where the chart mounts its Secrets (values.yaml, _helpers.tpl).
+CURVE_DIR = "/etc/gamebackbone/curve"
+TLS_DIR = "/etc/gamebackbone/tls"
+REDIS_TLS_DIR = "/etc/gamebackbone/redis-tls"
 
 #: What the images set besides the chart (Dockerfile.gateway / Dockerfile.gameserver ENV).
 IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _gateway_certificate() -> dict[str, str]:
+    """A kubernetes.io/tls Secret as cert-manager writes it (CA issuer): the Gateway's
+    certificate for its in-cluster Service name (what helm test checks) and localhost."""
+    ca = trustme.CA()
+    cert = ca.issue_cert(f"{GATEWAY}.{NAMESPACE}.svc", "localhost", "127.0.0.1")
+    return {"tls.crt": "".join(pem.bytes().decode() for pem in cert.cert_chain_pems),
+            "tls.key": cert.private_key_pem.bytes().decode(),
+            "ca.crt": ca.cert_pem.bytes().decode()}
+
 
 #: Contents of the "existing" Secrets the override cases refer to (in a cluster the operator
 #: creates them). REDIS_CONNECTION values are pointed at the test's redis-server anyway.
@@ -74,6 +101,14 @@ EXISTING_SECRETS = {
     ("gb-redis", "redis-url"): "redis://gb-redis.example:6379/0",
     ("gb-auth", "hmac"): "hmac-secret-for-the-test",
     ("gb-admin", "token"): "admin-token-for-the-test",
+    # A key file mid-rotation: the key in use, then one also accepted (one per line, as
+    # `python -m gameserver keygen` prints them).
+    ("gb-curve", "key"): "".join(zmq.curve_keypair()[1].decode() + "\n" for _ in range(2)),
+    **{("gb-tls", key): value for key, value in _gateway_certificate().items()},
+    # Redis over TLS is only rendered here (a TLS redis-server is tests/test_*redis* territory).
+    ("gb-redis-tls", "ca.crt"): "-----BEGIN CERTIFICATE-----\n(not used)\n",
+    ("gb-redis-tls", "tls.crt"): "-----BEGIN CERTIFICATE-----\n(not used)\n",
+    ("gb-redis-tls", "tls.key"): "-----BEGIN PRIVATE KEY-----\n(not used)\n",
 }
 REDIS_PASSWORD = "p@ss:w/rd %+#?"
 
@@ -95,17 +130,31 @@ CASES: dict[str, dict[str, Any]] = {
         "clientFrom": [{"ipBlock": {"cidr": "192.168.0.0/16"}}],
     }},
     "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    # Security (issue 9). CURVE with a generated key is the default.
+    "curve-existing": {"mesh": {"curve": {"existingSecret": {"name": "gb-curve", "key": "key"}}}},
+    "curve-off": {"mesh": {"curve": {"enabled": False}}},
+    "gateway-tls": {"gateway": {
+        "tls": {"enabled": True, "existingSecret": "gb-tls", "reloader": True},
+        "service": {"type": "NodePort", "nodePort": 30500, "tlsNodePort": 30543}}},
+    "gateway-tls-only": {"gateway": {"tls": {"enabled": True, "existingSecret": "gb-tls",
+                                             "plaintext": False}}},
+    "redis-tls-acl": {"redis": {"tls": True, "username": "gamebackbone",
+                                "password": REDIS_PASSWORD, "port": 6380,
+                                "tlsSecret": {"name": "gb-redis-tls", "clientCert": True}}},
     "everything": {
         "image": {"registry": "registry.k8s.home:5000", "tag": "0.1.0-rc1",
                   "pullSecrets": [{"name": "regcred"}]},
         "redis": {"existingSecret": {"name": "gb-redis", "key": "redis-url"}},
+        "mesh": {"curve": {"existingSecret": {"name": "gb-curve", "key": "key"}}},
         "logLevel": "DEBUG",
         "logFormat": "text",
         "maxFrameBytes": 131072,
         "gateway": {
             "drainGraceSeconds": 3,
             "terminationGracePeriodSeconds": 20,
-            "service": {"type": "ClusterIP", "port": 7000},
+            "service": {"type": "ClusterIP", "port": 7000, "tlsPort": 7443},
+            "ports": {"tls": 6443},
+            "tls": {"enabled": True, "existingSecret": "gb-tls"},
             "env": {"IDLE_TIMEOUT_S": 45, "GATEWAY_HANDOVER_TIMEOUT_S": "8",
                     "GATEWAY_MAX_SEND_BUFFER_BYTES": 2097152, "DISCOVERY_INTERVAL_S": 0.5},
             "autoscaling": {"enabled": True},
@@ -132,7 +181,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 #: Cases whose services are started locally with the rendered environment.
-LIVE_CASES = ("default", "redis-password", "everything")
+LIVE_CASES = ("default", "redis-password", "everything", "gateway-tls-only", "curve-off")
 
 BAD_VALUES = [
     ({"gameserver": {"replicas": "three"}}, "/gameserver/replicas"),
@@ -145,6 +194,20 @@ BAD_VALUES = [
     ({"gameserver": {"auth": {"mode": "oauth"}}}, "/gameserver/auth/mode"),
     ({"gateway": {"env": {"REDIS_CONNECTION": "x"}}}, "REDIS_CONNECTION"),
     ({"gameserver": {"env": {"GAMESERVER_NODE_ID": "auto"}}}, "GAMESERVER_NODE_ID"),
+    # What the chart now sets itself cannot be overridden through env either.
+    ({"gateway": {"env": {"GATEWAY_TLS_CERT_FILE": "/x"}}}, "GATEWAY_TLS_CERT_FILE"),
+    ({"gateway": {"env": {"GATEWAY_PLAINTEXT": False}}}, "GATEWAY_PLAINTEXT"),
+    ({"gateway": {"env": {"CLUSTER_CURVE_SECRET_FILE": ""}}}, "CLUSTER_CURVE_SECRET_FILE"),
+    ({"gameserver": {"env": {"CLUSTER_CURVE_SECRET_FILE": ""}}}, "CLUSTER_CURVE_SECRET_FILE"),
+    ({"gameserver": {"env": {"REDIS_TLS_CA_FILE": "/x"}}}, "REDIS_TLS_CA_FILE"),
+    ({"mesh": {"curve": {"enabled": "yes"}}}, "/mesh/curve/enabled"),
+    ({"mesh": {"curve": {"existingSecret": {"name": "s", "key": ""}}}},
+     "/mesh/curve/existingSecret/key"),
+    ({"mesh": {"kurve": {}}}, "kurve"),
+    ({"gateway": {"tls": {"existingSecret": {"name": "gb-tls"}}}}, "/gateway/tls/existingSecret"),
+    ({"gateway": {"ports": {"tls": 0}}}, "/gateway/ports/tls"),
+    ({"redis": {"username": "game backbone"}}, "/redis/username"),
+    ({"redis": {"tlsSecret": {"name": "x", "clientCert": "yes"}}}, "/redis/tlsSecret/clientCert"),
     ({"gameserver": {"podDisruptionBudget": {"maxUnavailable": "lots"}}},
      "/gameserver/podDisruptionBudget/maxUnavailable"),
     ({"gameserver": {"image": {"digest": "md5:abc"}}}, "/gameserver/image/digest"),
@@ -163,6 +226,18 @@ REFUSED_BY_TEMPLATES = [
     ({"redis": {"password": "x", "existingSecret": {"name": "s", "key": "k"}}},
      "either redis.password or redis.existingSecret.name"),
     ({"gateway": {"podDisruptionBudget": {"minAvailable": 1}}}, "exactly one of"),
+    ({"gateway": {"tls": {"enabled": True}}},
+     "gateway.tls.enabled needs gateway.tls.existingSecret"),
+    ({"gateway": {"tls": {"plaintext": False}}}, "gateway.tls.plaintext=false needs"),
+    ({"gateway": {"tls": {"reloader": True}}}, "gateway.tls.reloader needs"),
+    ({"gateway": {"tls": {"enabled": True, "existingSecret": "t"}, "ports": {"tls": 5000}}},
+     "gateway.ports.tls must differ"),
+    ({"redis": {"tlsSecret": {"name": "r", "clientCert": False}}},
+     "redis.tlsSecret needs redis.tls"),
+    ({"redis": {"tlsSecret": {"name": "", "clientCert": True}}},
+     "redis.tlsSecret.clientCert needs redis.tlsSecret.name"),
+    ({"redis": {"username": "u", "existingSecret": {"name": "s", "key": "k"}}},
+     "redis.username is ignored with redis.existingSecret.name"),
 ]
 
 
@@ -249,6 +324,66 @@ def env_of(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def config_env_names(config_type: type) -> set[str]:
     return {field.metadata["env"] for field in dataclasses.fields(config_type)}
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"] if "template" in workload["spec"] \
+        else workload["spec"]
+    return spec
+
+
+def secret_values(docs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Every Secret a rendered release can read: EXISTING_SECRETS (made by the operator)
+    plus the Secrets the chart renders (stringData, and data base64-decoded)."""
+    values = dict(EXISTING_SECRETS)
+    for secret in find(docs, "Secret"):
+        name = secret["metadata"]["name"]
+        for key, value in secret.get("stringData", {}).items():
+            values[(name, key)] = value
+        for key, value in secret.get("data", {}).items():
+            values[(name, key)] = base64.b64decode(value).decode()
+    return values
+
+
+def secret_mounts(workload: dict[str, Any],
+                  secrets: dict[tuple[str, str], str]) -> dict[str, dict[str, str]]:
+    """The files the kubelet would put in the container's Secret volumes:
+    ``{mountPath: {file name: content}}`` (the items of each volume, or every key)."""
+    volumes = {v["name"]: v["secret"] for v in pod_spec(workload).get("volumes", [])
+               if "secret" in v}
+    mounts: dict[str, dict[str, str]] = {}
+    for mount in container(workload).get("volumeMounts", []):
+        source = volumes.get(mount["name"])
+        if source is None:
+            continue
+        name = source["secretName"]
+        items = source.get("items") or [{"key": k, "path": k} for (n, k) in secrets if n == name]
+        mounts[mount["mountPath"]] = {item["path"]: secrets[(name, item["key"])]
+                                      for item in items}
+    return mounts
+
+
+def write_secret_mounts(mounts: dict[str, dict[str, str]], root: Path,
+                        mode: int = 0o400) -> dict[str, Path]:
+    """Write the files of :func:`secret_mounts` under ``root``; returns mountPath -> dir."""
+    where: dict[str, Path] = {}
+    for index, (mount_path, files) in enumerate(sorted(mounts.items())):
+        directory = root / f"secret-volume-{index}"
+        directory.mkdir(parents=True)
+        for file_name, content in files.items():
+            path = directory / file_name
+            path.write_text(content)
+            path.chmod(mode)
+        where[mount_path] = directory
+    return where
+
+
+def relocate(value: str, where: dict[str, Path]) -> str:
+    """A path inside a mounted Secret volume -> the same file under its local directory."""
+    for mount_path, directory in where.items():
+        if value.startswith(mount_path + "/"):
+            return str(directory / value[len(mount_path) + 1:])
+    return value
 
 
 # --- assets ---------------------------------------------------------------------------------
@@ -339,7 +474,8 @@ def test_default_release(rendered: dict[str, Any]) -> None:
     assert {p["metadata"]["name"] for p in find(docs, "PodDisruptionBudget")} == {
         GATEWAY, GAMESERVER}
     assert find(docs, "HorizontalPodAutoscaler") == []
-    assert find(docs, "Secret") == []
+    # Only the generated CURVE key (test_curve_key_is_generated_by_default).
+    assert [s["metadata"]["name"] for s in find(docs, "Secret")] == [CURVE_SECRET]
     assert find(docs, "ServiceMonitor") == [] and find(docs, "PrometheusRule") == []
     # NetworkPolicies are on by default (P2P and mesh have no authentication).
     assert len(find(docs, "NetworkPolicy")) == 3
@@ -419,7 +555,7 @@ def test_redis_connection_options(rendered: dict[str, Any]) -> None:
     for workload in (one(docs, "Deployment"), one(docs, "StatefulSet")):
         assert env_of(workload)["REDIS_CONNECTION"]["valueFrom"] == {
             "secretKeyRef": {"name": "gb-redis", "key": "redis-url"}}
-    assert find(docs, "Secret") == []
+    assert find(docs, "Secret", FULLNAME) == []
 
     docs = documents(rendered, "redis-password")
     secret = one(docs, "Secret", FULLNAME)
@@ -451,6 +587,207 @@ def test_network_policies(rendered: dict[str, Any]) -> None:
     selected = one(docs, "NetworkPolicy", f"{FULLNAME}-test")["spec"]["podSelector"]
     assert selected["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
     assert find(documents(rendered, "networkpolicy-off"), "NetworkPolicy") == []
+
+
+# --- security (issue 9) -------------------------------------------------------------------------
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Gateway Deployment and the GameServer StatefulSet."""
+    return [one(docs, "Deployment", GATEWAY), one(docs, "StatefulSet", GAMESERVER)]
+
+
+def secret_volume(workload: dict[str, Any], mount_path: str) -> tuple[dict[str, Any],
+                                                                       dict[str, Any]]:
+    """(the volumeMount at mount_path, its Secret volume source); read-only, no subPath."""
+    [mount] = [m for m in container(workload)["volumeMounts"] if m["mountPath"] == mount_path]
+    assert mount.get("readOnly") is True, mount
+    assert "subPath" not in mount, "a subPath mount never sees a renewed Secret"
+    [volume] = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+    # Owner root, group = the pod's fsGroup (10001, the images' group): 0440.
+    assert volume["secret"]["defaultMode"] == 0o440
+    return mount, volume["secret"]
+
+
+def assert_curve_key_file(text: str) -> None:
+    """``text`` is a CLUSTER_CURVE_SECRET_FILE: one or more valid Z85 CURVE secret keys,
+    one per line."""
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    assert keys
+    for key in keys:
+        assert len(key) == 40
+        secret = z85.decode(key.encode())
+        assert len(secret) == 32
+        public = zmq.curve_public(key.encode())
+        assert len(public) == 40 and public != key.encode()
+
+
+def test_randalphanum_keys_are_valid_curve_secret_keys() -> None:
+    """The claim behind the chart's generated key (randAlphaNum 40): alphanumerics are the
+    Z85 digits 0..61, so even the largest 5-character group decodes below 2^32."""
+    alphanumerics = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert {chr(c) for c in z85.Z85CHARS[:62]} == alphanumerics
+    largest = b"Z" * 40  # Z is digit 61: each group is 61 * (85^4 + 85^3 + 85^2 + 85 + 1)
+    group = int.from_bytes(z85.decode(largest)[:4], "big")
+    assert group == 61 * (85**5 - 1) // 84 < 62 * 85**4 < 2**32
+    assert_curve_key_file(largest.decode())
+    assert_curve_key_file("0" * 40)
+
+
+def test_curve_key_is_generated_by_default(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "default")
+    secret = one(docs, "Secret", CURVE_SECRET)
+    assert secret["type"] == "Opaque"
+    # Not deleted by helm uninstall or a failed upgrade while pods still use the key.
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert list(secret["data"]) == ["cluster.key"]
+    text = base64.b64decode(secret["data"]["cluster.key"]).decode()
+    assert re.fullmatch(r"[0-9a-zA-Z]{40}\n", text), "randAlphaNum 40 and a newline"
+    assert_curve_key_file(text)
+    checksums = set()
+    for workload in workloads(docs):
+        _, source = secret_volume(workload, CURVE_DIR)
+        assert source["secretName"] == CURVE_SECRET
+        assert source["items"] == [{"key": "cluster.key", "path": "cluster.key"}]
+        env = env_of(workload)
+        assert env["CLUSTER_CURVE_SECRET_FILE"] == {
+            "name": "CLUSTER_CURVE_SECRET_FILE", "value": f"{CURVE_DIR}/cluster.key"}
+        checksums.add(workload["spec"]["template"]["metadata"]["annotations"]["checksum/curve"])
+    # One key per render: the pods roll exactly when the key they mount changes.
+    assert checksums == {hashlib.sha256(secret["data"]["cluster.key"].encode()).hexdigest()}
+    # The helm test pod never sees the key.
+    assert "curve" not in json.dumps(one(docs, "Pod"))
+    # Each release (render without a key in the cluster) gets its own key.
+    other = one(documents(rendered, "replicas5"), "Secret", CURVE_SECRET)
+    assert other["data"] != secret["data"]
+    notes = rendered["default"]["manifests"][NOTES]
+    assert "WARNING" not in notes
+    assert f"ZeroMQ with CURVE, cluster key from Secret {CURVE_SECRET}" in notes
+
+
+def test_curve_with_an_existing_secret(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "curve-existing")
+    assert find(docs, "Secret") == [], "the chart makes no Secret of its own"
+    annotations = set()
+    for workload in workloads(docs):
+        _, source = secret_volume(workload, CURVE_DIR)
+        assert source["secretName"] == "gb-curve"
+        assert source["items"] == [{"key": "key", "path": "cluster.key"}]
+        assert env_of(workload)["CLUSTER_CURVE_SECRET_FILE"]["value"] == f"{CURVE_DIR}/cluster.key"
+        annotations.add(workload["spec"]["template"]["metadata"]["annotations"]["checksum/curve"])
+    assert len(annotations) == 1
+    assert "from Secret gb-curve (key key)" in rendered["curve-existing"]["manifests"][NOTES]
+    # The file the pods get is a valid key file (two keys: mid-rotation).
+    mounts = secret_mounts(one(docs, "StatefulSet"), secret_values(docs))
+    assert_curve_key_file(mounts[CURVE_DIR]["cluster.key"])
+
+
+def test_curve_off_warns_loudly(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "curve-off")
+    assert find(docs, "Secret") == []
+    for workload in workloads(docs):
+        assert "CLUSTER_CURVE_SECRET_FILE" not in env_of(workload)
+        assert [m["mountPath"] for m in container(workload)["volumeMounts"]] == ["/tmp"]
+        assert "checksum/curve" not in workload["spec"]["template"]["metadata"]["annotations"]
+    # The NetworkPolicy stays: the last line of defence then.
+    assert one(docs, "NetworkPolicy", GAMESERVER)
+    notes = rendered["curve-off"]["manifests"][NOTES]
+    head = notes.lstrip().splitlines()
+    assert head[0] == "#" * 96 and head[1].startswith("WARNING: CURVE IS OFF")
+    assert "ANYONE WHO CAN REACH THEM CAN KICK ANY PLAYER" in notes
+    assert "P2P (9001) and mesh (9101)" in notes
+    assert f"Only the NetworkPolicy {GAMESERVER} stands in the way" in notes
+    assert "--set mesh.curve.enabled=true" in notes
+
+
+def test_gateway_tls(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "gateway-tls")
+    deploy = one(docs, "Deployment", GATEWAY)
+    _, source = secret_volume(deploy, TLS_DIR)
+    assert source == {"secretName": "gb-tls", "defaultMode": 0o440, "items": [
+        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}
+    env = {name: item["value"] for name, item in env_of(deploy).items() if "value" in item}
+    assert env["GATEWAY_TLS_CERT_FILE"] == f"{TLS_DIR}/tls.crt"
+    assert env["GATEWAY_TLS_KEY_FILE"] == f"{TLS_DIR}/tls.key"
+    assert env["GATEWAY_PLAINTEXT"] == "true"
+    ports = {p["name"]: p["containerPort"] for p in container(deploy)["ports"]}
+    assert ports == {"client": 5000, "client-tls": 5443, "metrics": 8080}
+    assert env["GATEWAY_TLS_PORT"] == str(ports["client-tls"])
+    assert deploy["metadata"]["annotations"]["secret.reloader.stakater.com/reload"] == "gb-tls"
+    service = one(docs, "Service", GATEWAY)
+    assert service["spec"]["ports"] == [
+        {"name": "client", "port": 5000, "targetPort": "client", "protocol": "TCP",
+         "nodePort": 30500},
+        {"name": "client-tls", "port": 5443, "targetPort": "client-tls", "protocol": "TCP",
+         "nodePort": 30543}]
+    policy = one(docs, "NetworkPolicy", GATEWAY)
+    assert policy["spec"]["ingress"][0]["ports"] == [
+        {"port": "client", "protocol": "TCP"}, {"port": "client-tls", "protocol": "TCP"}]
+    # Only the Gateways get the certificate; helm test still uses the plaintext port.
+    assert "tls" not in {v["name"] for v in pod_spec(one(docs, "StatefulSet"))["volumes"]}
+    assert "--tls-ca" not in container(one(docs, "Pod"))["args"]
+    notes = rendered["gateway-tls"]["manifests"][NOTES]
+    assert "os.kill(1, signal.SIGHUP)" in notes and "TLS port 5443" in notes
+
+
+def test_gateway_tls_only(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "gateway-tls-only")
+    deploy = one(docs, "Deployment", GATEWAY)
+    assert env_of(deploy)["GATEWAY_PLAINTEXT"]["value"] == "false"
+    assert {p["name"] for p in container(deploy)["ports"]} == {"client-tls", "metrics"}
+    assert [p["name"] for p in one(docs, "Service", GATEWAY)["spec"]["ports"]] == ["client-tls"]
+    assert one(docs, "NetworkPolicy", GATEWAY)["spec"]["ingress"][0]["ports"] == [
+        {"port": "client-tls", "protocol": "TCP"}]
+    # helm test goes over TLS, trusting only the CA of the Gateways' Secret (not its key).
+    pod = one(docs, "Pod")
+    args = container(pod)["args"]
+    assert args[args.index("--port") + 1] == "5443"
+    assert args[args.index("--tls-server-name") + 1] == f"{GATEWAY}.{NAMESPACE}.svc"
+    assert args[args.index("--tls-ca") + 1] == "/etc/gamebackbone/tls-ca/ca.crt"
+    _, source = secret_volume(pod, "/etc/gamebackbone/tls-ca")
+    assert source["secretName"] == "gb-tls"
+    assert source["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_redis_tls_and_acl_user(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "redis-tls-acl")
+    url = one(docs, "Secret", FULLNAME)["stringData"]["redis-url"]
+    assert url.startswith("rediss://gamebackbone:")
+    assert url.endswith("@redis-dev.k8s.home:6380/0")
+    for workload in workloads(docs):
+        env = env_of(workload)
+        assert env["REDIS_CONNECTION"]["valueFrom"] == {
+            "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}}
+        _, source = secret_volume(workload, REDIS_TLS_DIR)
+        assert source["secretName"] == "gb-redis-tls"
+        assert [item["key"] for item in source["items"]] == ["ca.crt", "tls.crt", "tls.key"]
+        assert {name: env[name]["value"] for name in
+                ("REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE")} == {
+            "REDIS_TLS_CA_FILE": f"{REDIS_TLS_DIR}/ca.crt",
+            "REDIS_TLS_CERT_FILE": f"{REDIS_TLS_DIR}/tls.crt",
+            "REDIS_TLS_KEY_FILE": f"{REDIS_TLS_DIR}/tls.key"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_secret_in_a_plain_value(rendered: dict[str, Any], case: str) -> None:
+    """Secret values reach the pods only through secretKeyRef or Secret volumes: none appears
+    in a plain env value, an argument or an annotation of any rendered object but the
+    Secrets themselves (whose values Kubernetes keeps as Secrets)."""
+    docs = documents(rendered, case)
+    secrets = secret_values(docs)
+    candidates = {REDIS_PASSWORD, urllib.parse.quote(REDIS_PASSWORD, safe="")}
+    for (name, key), value in secrets.items():
+        if name == "gb-redis" or "crt" in key:
+            continue  # a URL without a password; certificates are public
+        candidates |= {line for line in value.splitlines()
+                       if len(line) >= 12 and not line.startswith(("#", "-----"))}
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            continue
+        text = json.dumps(doc)
+        leaked = sorted(c for c in candidates if c in text)
+        assert leaked == [], f"{doc['kind']}/{doc['metadata']['name']} shows a secret"
+    assert all(c not in rendered[case]["manifests"][NOTES] for c in candidates)
 
 
 def test_monitoring_objects(tools: Path, rendered: dict[str, Any]) -> None:
@@ -542,15 +879,24 @@ def test_checkov_passes(tools: Path, rendered: dict[str, Any]) -> None:
 
 # --- the services accept what the chart configures --------------------------------------------
 
-#: Set by the chart's templates (the rest may come from gateway.env / gameserver.env).
-CHART_MANAGED = {
+#: Set by the chart's templates (the rest may come from gateway.env / gameserver.env): always,
+#: or with the values that call for them (a Secret, TLS, CURVE).
+CHART_ALWAYS = {
     "gateway": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
                 "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_DRAIN_GRACE_S"},
     "gameserver": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
                    "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST", "GAMESERVER_P2P_PORT",
                    "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT",
-                   "GAMESERVER_DRAIN_TIMEOUT_S", "ADMIN_TOKEN", "AUTH_MODE", "AUTH_SECRET"},
+                   "GAMESERVER_DRAIN_TIMEOUT_S", "AUTH_MODE"},
 }
+CHART_OPTIONAL = {
+    "gateway": {"CLUSTER_CURVE_SECRET_FILE", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
+                "REDIS_TLS_KEY_FILE", "GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE",
+                "GATEWAY_TLS_PORT", "GATEWAY_PLAINTEXT"},
+    "gameserver": {"CLUSTER_CURVE_SECRET_FILE", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
+                   "REDIS_TLS_KEY_FILE", "ADMIN_TOKEN", "AUTH_SECRET"},
+}
+CHART_MANAGED = {c: CHART_ALWAYS[c] | CHART_OPTIONAL[c] for c in CHART_ALWAYS}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -560,9 +906,14 @@ def test_env_names_are_service_settings(rendered: dict[str, Any], case: str) -> 
     gameserver_env = set(env_of(one(docs, "StatefulSet")))
     assert gateway_env - config_env_names(GatewayConfig) == set()
     assert gameserver_env - config_env_names(GameServerConfig) == set()
-    assert gateway_env >= CHART_MANAGED["gateway"] - {"ADMIN_TOKEN"}
+    assert gateway_env >= CHART_ALWAYS["gateway"]
+    assert gameserver_env >= CHART_ALWAYS["gameserver"]
     if case == "everything":
-        assert gameserver_env >= CHART_MANAGED["gameserver"]
+        redis_tls = {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
+        assert gameserver_env >= CHART_MANAGED["gameserver"] - redis_tls
+        assert gateway_env >= CHART_MANAGED["gateway"] - redis_tls
+    if case == "redis-tls-acl":
+        assert gameserver_env >= CHART_MANAGED["gameserver"] - {"ADMIN_TOKEN", "AUTH_SECRET"}
 
 
 def test_every_service_setting_can_be_set_through_the_chart() -> None:
@@ -672,10 +1023,7 @@ def test_services_run_with_the_rendered_configuration(
     rendered: dict[str, Any], case: str, local_redis: LocalRedisServer, tmp_path: Path
 ) -> None:
     docs = documents(rendered, case)
-    secrets = dict(EXISTING_SECRETS)
-    for secret in find(docs, "Secret"):
-        for key, value in secret.get("stringData", {}).items():
-            secrets[(secret["metadata"]["name"], key)] = value
+    secrets = secret_values(docs)
     if case == "redis-password":
         with local_redis.client() as client:
             client.config_set("requirepass", REDIS_PASSWORD)
@@ -688,9 +1036,17 @@ def test_services_run_with_the_rendered_configuration(
 
     gs_ports = {n: free_port() for n in
                 ("GAMESERVER_P2P_PORT", "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT")}
-    gw_ports = {n: free_port() for n in ("GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT")}
-    gs_env = resolve_env(container(sts)["env"], secrets, local_redis.port, gs_ports)
-    gw_env = resolve_env(container(deploy)["env"], secrets, local_redis.port, gw_ports)
+    gw_ports = {n: free_port() for n in
+                ("GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_TLS_PORT")}
+    # The Secret volumes (CURVE key, TLS certificate) as files; the env points at them.
+    mounted = {kind: write_secret_mounts(secret_mounts(w, secrets), tmp_path / kind)
+               for kind, w in (("gameserver", sts), ("gateway", deploy), ("test", test_pod))}
+    gs_env = {k: relocate(v, mounted["gameserver"]) for k, v in resolve_env(
+        container(sts)["env"], secrets, local_redis.port, gs_ports).items()}
+    gw_env = {k: relocate(v, mounted["gateway"]) for k, v in resolve_env(
+        container(deploy)["env"], secrets, local_redis.port, gw_ports).items()}
+    if "GATEWAY_TLS_PORT" not in gw_env:
+        del gw_ports["GATEWAY_TLS_PORT"]
 
     command = [sys.executable, "-m", "gameserver"]
     if gs_env["GAMESERVER_NODE_ID"] == "ordinal":
@@ -714,11 +1070,15 @@ def test_services_run_with_the_rendered_configuration(
                           tmp_path / "gateway.log")
         gateway.wait_ready(gw_ports["GATEWAY_METRICS_PORT"])
 
-        # The helm test pod's command, against the local Gateway.
+        # The helm test pod's command, against the local Gateway (its TLS port when the
+        # command speaks TLS: then with the rendered server name and the mounted CA).
         pod_env = resolve_env(container(test_pod).get("env", []), secrets, local_redis.port, {})
-        args = list(container(test_pod)["args"])
+        args = [relocate(a, mounted["test"]) for a in container(test_pod)["args"]]
+        over_tls = "--tls-server-name" in args
+        assert over_tls == (gw_env.get("GATEWAY_PLAINTEXT") == "false")
         args[args.index("--host") + 1] = "127.0.0.1"
-        args[args.index("--port") + 1] = str(gw_ports["GATEWAY_CLIENT_PORT"])
+        args[args.index("--port") + 1] = str(
+            gw_ports["GATEWAY_TLS_PORT" if over_tls else "GATEWAY_CLIENT_PORT"])
         args = [re.sub(r"\$\((\w+)\)", lambda m: pod_env[m.group(1)], a) for a in args]
         assert container(test_pod)["command"][0] == "python"
         client = subprocess.run([sys.executable, *container(test_pod)["command"][1:], *args],
@@ -727,6 +1087,24 @@ def test_services_run_with_the_rendered_configuration(
         assert client.returncode == 0, f"helm test command failed:\n{client.stdout}\n" \
             f"{client.stderr}\n--- gateway ---\n{gateway.text()[-2000:]}"
         assert "ok echo" in client.stdout and "ok logout" in client.stdout, client.stdout
+
+        # Both run with CURVE exactly when the chart says so (OPERATIONS §1.7 start-up line).
+        for service, env in ((gameserver, gs_env), (gateway, gw_env)):
+            if "CLUSTER_CURVE_SECRET_FILE" in env:
+                assert "Internal ZeroMQ traffic: CURVE with the cluster key in " \
+                    f"{env['CLUSTER_CURVE_SECRET_FILE']}" in service.text(), service.name
+            else:
+                assert "Internal ZeroMQ traffic is NOT authenticated" in service.text()
+
+        # `kubectl exec <gameserver> -- python -m gameserver admin kick` (NOTES.txt) with the
+        # GameServer container's environment: CLUSTER_CURVE_SECRET_FILE and all.
+        admin = subprocess.run(
+            [sys.executable, "-m", "gameserver", "admin", "kick", "--user-id", "999"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+            env={**{k: v for k, v in os.environ.items() if k not in service_env_names()},
+                 **IMAGE_ENV, **gs_env})
+        assert (admin.returncode, admin.stdout.strip()) == (1, "user 999 is not online"), \
+            f"{admin.stdout}\n{admin.stderr}"
 
         if "ADMIN_TOKEN" in gs_env:
             conn = http.client.HTTPConnection(

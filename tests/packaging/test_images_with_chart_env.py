@@ -8,7 +8,8 @@ the built images (``scripts/build-images.sh --local-images``) on a real Docker e
   StatefulSet container's env, command/args and securityContext (user, read-only root, no
   capabilities, no privilege escalation, a tmpfs /tmp for the chart's emptyDir) and the host
   name of the StatefulSet's pod ``<name>-0`` (for GAMESERVER_NODE_ID=ordinal), then the
-  Gateway image with the Deployment container's. Only what a cluster supplies is replaced:
+  Gateway image with the Deployment container's; each Secret volume (the generated CURVE key)
+  is bind-mounted read-only where the pod mounts it. Only what a cluster supplies is replaced:
   status.podIP -> the GameServer container's name (resolvable on the network), Redis -> the
   stand-in container; each metrics port is published on a free loopback port;
 * both answer /readyz with 200, the chart's ``helm test`` Pod command (host -> the Gateway
@@ -26,19 +27,22 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.packaging.test_compose import BUILD, REDIS_IMAGE, TAG, run, setup_docker
 from tests.packaging.test_helm import (  # noqa: F401  (rendered, tools: fixtures)
-    EXISTING_SECRETS,
     container,
     documents,
-    find,
     one,
+    pod_spec,
     rendered,
+    secret_mounts,
+    secret_values,
     tools,
+    write_secret_mounts,
 )
 from tests.support.ports import free_port
 from tests.support.processes import wait_readyz
@@ -65,7 +69,7 @@ def local_image(rendered_image: str) -> str:
     return f"{repository}:{TAG}"
 
 
-def container_env(ctr: dict[str, Any], secret_values: dict[tuple[str, str], str],
+def container_env(ctr: dict[str, Any], secrets: dict[tuple[str, str], str],
                   pod_ip: str, redis_url: str) -> dict[str, str]:
     """What the kubelet would set: values, Secrets, status.podIP; Redis -> the stand-in."""
     env: dict[str, str] = {}
@@ -77,15 +81,17 @@ def container_env(ctr: dict[str, Any], secret_values: dict[tuple[str, str], str]
             value = pod_ip
         else:
             ref = item["valueFrom"]["secretKeyRef"]
-            value = secret_values[(ref["name"], ref["key"])]
+            value = secrets[(ref["name"], ref["key"])]
         env[item["name"]] = redis_url if item["name"] == "REDIS_CONNECTION" else value
     return env
 
 
-def hardening(workload: dict[str, Any]) -> list[str]:
-    """docker run options for the rendered pod + container securityContext and /tmp volume."""
-    pod = workload["spec"]["template"]["spec"] if "template" in workload["spec"] \
-        else workload["spec"]
+def hardening(workload: dict[str, Any], secrets: dict[tuple[str, str], str],
+              files: Path) -> list[str]:
+    """docker run options for the rendered pod + container securityContext and volumes:
+    a tmpfs for each emptyDir, the files of each Secret volume (written under ``files``)
+    bind-mounted read-only at its mountPath."""
+    pod = pod_spec(workload)
     ctr = container(workload)
     sc = {**pod.get("securityContext", {}), **ctr.get("securityContext", {})}
     options = ["--user", f"{sc['runAsUser']}:{sc['runAsGroup']}"]
@@ -94,8 +100,15 @@ def hardening(workload: dict[str, Any]) -> list[str]:
     options += [f"--cap-drop={cap}" for cap in sc.get("capabilities", {}).get("drop", [])]
     if sc.get("allowPrivilegeEscalation") is False:
         options += ["--security-opt", "no-new-privileges"]
+    empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
     for mount in ctr.get("volumeMounts", []):
-        options += ["--tmpfs", mount["mountPath"]]  # the chart's emptyDir volumes
+        if mount["name"] in empty_dirs:
+            options += ["--tmpfs", mount["mountPath"]]
+    # Readable by the container's user whatever the host's uids (the kubelet uses the fsGroup).
+    mounted = write_secret_mounts(secret_mounts(workload, secrets), files, mode=0o444)
+    for mount_path, directory in mounted.items():
+        directory.chmod(0o755)
+        options += ["--mount", f"type=bind,source={directory},target={mount_path},readonly"]
     return options
 
 
@@ -132,12 +145,9 @@ def wait_ready(name: str, port: int, timeout: float = READY_TIMEOUT_S) -> str:
 
 
 def test_images_run_with_the_rendered_env(rendered: dict[str, Any],  # noqa: F811
-                                          images: None) -> None:
+                                          images: None, tmp_path: Path) -> None:
     docs = documents(rendered, CASE)
-    secret_values = dict(EXISTING_SECRETS)
-    for secret in find(docs, "Secret"):
-        for key, value in secret.get("stringData", {}).items():
-            secret_values[(secret["metadata"]["name"], key)] = value
+    secrets_of_release = secret_values(docs)
     sts = one(docs, "StatefulSet")
     deploy = one(docs, "Deployment")
     test_pod = one(docs, "Pod")
@@ -158,13 +168,13 @@ def test_images_run_with_the_rendered_env(rendered: dict[str, Any],  # noqa: F81
         def start(name: str, workload: dict[str, Any], pod_ip: str,
                   extra: list[str]) -> tuple[dict[str, str], int]:
             ctr = container(workload)
-            env = container_env(ctr, secret_values, pod_ip, redis_url)
+            env = container_env(ctr, secrets_of_release, pod_ip, redis_url)
             metrics = next(p["containerPort"] for p in ctr["ports"] if p["name"] == "metrics")
             host_port = free_port()
             entry, arguments = command_line(ctr, env)
             env_options = [opt for k, v in env.items() for opt in ("-e", f"{k}={v}")]
             docker("run", "-d", "--name", name, "--network", network, *extra,
-                   *hardening(workload), *env_options,
+                   *hardening(workload, secrets_of_release, tmp_path / name), *env_options,
                    "-p", f"127.0.0.1:{host_port}:{metrics}", *entry,
                    local_image(ctr["image"]), *arguments)
             created.append(name)
@@ -186,12 +196,12 @@ def test_images_run_with_the_rendered_env(rendered: dict[str, Any],  # noqa: F81
 
         # The chart's helm test Pod, from its image, against the Gateway container.
         ctr = container(test_pod)
-        pod_env = container_env(ctr, secret_values, "", redis_url)
+        pod_env = container_env(ctr, secrets_of_release, "", redis_url)
         entry, arguments = command_line(ctr, pod_env)
         arguments[arguments.index("--host") + 1] = gw_name
         started = time.monotonic()
         client = docker("run", "--rm", "--name", f"{prefix}-helm-test", "--network", network,
-                        *hardening(test_pod),
+                        *hardening(test_pod, secrets_of_release, tmp_path / "helm-test"),
                         *[opt for k, v in pod_env.items() for opt in ("-e", f"{k}={v}")],
                         *entry, local_image(ctr["image"]), *arguments,
                         timeout=120, check=False)

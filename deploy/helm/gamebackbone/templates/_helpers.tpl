@@ -116,8 +116,11 @@ imagePullSecrets:
 {{- $r := .Values.redis }}
 {{- $scheme := ternary "rediss" "redis" $r.tls }}
 {{- $auth := "" }}
+{{- $user := $r.username | default "" | toString | urlquery | replace "+" "%20" }}
 {{- if $r.password }}
-{{- $auth = printf ":%s@" ($r.password | toString | urlquery | replace "+" "%20") }}
+{{- $auth = printf "%s:%s@" $user ($r.password | toString | urlquery | replace "+" "%20") }}
+{{- else if $user }}
+{{- $auth = printf "%s@" $user }}
 {{- end }}
 {{- printf "%s://%s%s:%d/%d" $scheme $auth $r.host (int $r.port) (int $r.database) }}
 {{- end }}
@@ -131,6 +134,109 @@ admin-token: {{ .Values.gameserver.adminToken.value | toString | quote }}
 {{- end }}
 {{- if and (not .Values.gameserver.auth.existingSecret.name) .Values.gameserver.auth.secret }}
 auth-secret: {{ .Values.gameserver.auth.secret | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The cluster's CURVE key (mesh.curve). Without mesh.curve.existingSecret the chart makes the
+Secret "<fullname>-curve" with key cluster.key: a key already in the cluster is kept (lookup,
+so helm upgrade never changes it; lookup finds nothing under helm template/lint and with
+--dry-run=client, which then show a fresh key), else a new one.
+
+randAlphaNum 40 is a valid Z85 CURVE secret key: Z85 encodes 4 bytes as 5 characters, and the
+alphanumerics are its digits 0..61, so each 5-character group decodes to at most
+61*85^4 + 61*85^3 + 61*85^2 + 61*85 + 61 < 62*85^4 < 2^32; libzmq (curve25519) accepts any
+32 bytes as a secret key. 40 characters from 62 give 40*log2(62) = 238 bits of entropy.
+tests/packaging/test_helm.py decodes a rendered key and derives its public key with pyzmq.
+
+The key is made once per render and kept in .Values.mesh.curve (a map shared by every
+template of this chart), so the Secret and the pods' checksum/curve annotations agree.
+*/}}
+{{- define "gamebackbone.curve.secretName" -}}
+{{- if .Values.mesh.curve.existingSecret.name }}
+{{- .Values.mesh.curve.existingSecret.name }}
+{{- else }}
+{{- include "gamebackbone.componentName" (list . "curve") }}
+{{- end }}
+{{- end }}
+
+{{- define "gamebackbone.curve.secretKey" -}}
+{{- ternary .Values.mesh.curve.existingSecret.key "cluster.key" (not (empty .Values.mesh.curve.existingSecret.name)) }}
+{{- end }}
+
+{{/* base64 of the chart-made key file (only without mesh.curve.existingSecret). */}}
+{{- define "gamebackbone.curve.generatedData" -}}
+{{- $memo := .Values.mesh.curve }}
+{{- if not (hasKey $memo "_renderedKeyData") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "gamebackbone.curve.secretName" .) }}
+{{- $data := dig "data" "cluster.key" "" ($existing | default dict) }}
+{{- if not $data }}
+{{- $data = printf "%s\n" (randAlphaNum 40) | b64enc }}
+{{- end }}
+{{- $_ := set $memo "_renderedKeyData" $data }}
+{{- end }}
+{{- index $memo "_renderedKeyData" }}
+{{- end }}
+
+{{/* Pod annotation value that changes with the key, so that pods roll onto a new key. With
+an existing Secret: its content as the cluster has it now (lookup; empty under helm template). */}}
+{{- define "gamebackbone.curve.checksum" -}}
+{{- $c := .Values.mesh.curve }}
+{{- if $c.existingSecret.name }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $c.existingSecret.name | default dict }}
+{{- printf "%s/%s/%s" $c.existingSecret.name $c.existingSecret.key (dig "data" $c.existingSecret.key "" $existing) | sha256sum }}
+{{- else }}
+{{- include "gamebackbone.curve.generatedData" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+Mode of files mounted from Secrets: owner root, readable by the pod's fsGroup (0440) when
+podSecurityContext sets one (the default: 10001, the images' group); otherwise 0444, or the
+non-root user could not read them. Only the container's own processes see the files.
+*/}}
+{{- define "gamebackbone.secretFileMode" -}}
+{{- ternary 288 292 (hasKey .Values.podSecurityContext "fsGroup") }}
+{{- end }}
+
+{{/* Volumes and mounts of the Secrets both services read (CURVE key, Redis TLS). */}}
+{{- define "gamebackbone.commonVolumeMounts" -}}
+{{- if .Values.mesh.curve.enabled }}
+- name: curve-key
+  mountPath: /etc/gamebackbone/curve
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.tlsSecret.name }}
+- name: redis-tls
+  mountPath: /etc/gamebackbone/redis-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "gamebackbone.commonVolumes" -}}
+{{- if .Values.mesh.curve.enabled }}
+- name: curve-key
+  secret:
+    secretName: {{ include "gamebackbone.curve.secretName" . }}
+    defaultMode: {{ include "gamebackbone.secretFileMode" . }}
+    items:
+      - key: {{ include "gamebackbone.curve.secretKey" . }}
+        path: cluster.key
+{{- end }}
+{{- if .Values.redis.tlsSecret.name }}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.redis.tlsSecret.name }}
+    defaultMode: {{ include "gamebackbone.secretFileMode" . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+      {{- if .Values.redis.tlsSecret.clientCert }}
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- end }}
 {{- end }}
 {{- end }}
 
@@ -149,6 +255,30 @@ auth-secret: {{ .Values.gameserver.auth.secret | toString | quote }}
 {{- end }}
 {{- if and .Values.redis.password .Values.redis.existingSecret.name }}
 {{- fail "set either redis.password or redis.existingSecret.name, not both" }}
+{{- end }}
+{{- if and .Values.redis.username .Values.redis.existingSecret.name }}
+{{- fail "redis.username is ignored with redis.existingSecret.name: put the user in the Secret's URL (redis://user:password@host:port/db)" }}
+{{- end }}
+{{- if and .Values.redis.tlsSecret.name (not .Values.redis.tls) (not .Values.redis.existingSecret.name) }}
+{{- fail "redis.tlsSecret needs redis.tls=true (rediss://)" }}
+{{- end }}
+{{- if and .Values.redis.tlsSecret.clientCert (not .Values.redis.tlsSecret.name) }}
+{{- fail "redis.tlsSecret.clientCert needs redis.tlsSecret.name" }}
+{{- end }}
+{{- if and $gw.tls.enabled (not $gw.tls.existingSecret) }}
+{{- fail "gateway.tls.enabled needs gateway.tls.existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and (not $gw.tls.plaintext) (not $gw.tls.enabled) }}
+{{- fail "gateway.tls.plaintext=false needs gateway.tls.enabled: the Gateways would serve no client port" }}
+{{- end }}
+{{- if and $gw.tls.reloader (not $gw.tls.enabled) }}
+{{- fail "gateway.tls.reloader needs gateway.tls.enabled" }}
+{{- end }}
+{{- if and $gw.tls.enabled (or (eq (int $gw.ports.tls) (int $gw.ports.client)) (eq (int $gw.ports.tls) (int $gw.ports.metrics))) }}
+{{- fail "gateway.ports.tls must differ from gateway.ports.client and gateway.ports.metrics" }}
+{{- end }}
+{{- if and $gw.tls.enabled $gw.tls.plaintext (eq (int $gw.service.tlsPort) (int $gw.service.port)) }}
+{{- fail "gateway.service.tlsPort must differ from gateway.service.port" }}
 {{- end }}
 {{- if and (eq $gs.auth.mode "hmac") (not $gs.auth.secret) (not $gs.auth.existingSecret.name) }}
 {{- fail "gameserver.auth.mode=hmac needs gameserver.auth.secret or gameserver.auth.existingSecret.name" }}
@@ -218,6 +348,20 @@ auth-secret: {{ .Values.gameserver.auth.secret | toString | quote }}
   value: {{ .Values.logFormat | quote }}
 - name: MAX_FRAME_BYTES
   value: {{ .Values.maxFrameBytes | int64 | quote }}
+{{- if .Values.mesh.curve.enabled }}
+- name: CLUSTER_CURVE_SECRET_FILE
+  value: /etc/gamebackbone/curve/cluster.key
+{{- end }}
+{{- if .Values.redis.tlsSecret.name }}
+- name: REDIS_TLS_CA_FILE
+  value: /etc/gamebackbone/redis-tls/ca.crt
+{{- if .Values.redis.tlsSecret.clientCert }}
+- name: REDIS_TLS_CERT_FILE
+  value: /etc/gamebackbone/redis-tls/tls.crt
+- name: REDIS_TLS_KEY_FILE
+  value: /etc/gamebackbone/redis-tls/tls.key
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Extra NAME: value settings (keys checked by the schema). */}}
