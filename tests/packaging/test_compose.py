@@ -110,12 +110,33 @@ def test_dockerfiles_lint_clean() -> None:
 def compose_config() -> dict[str, Any]:
     """deploy/compose.yaml as Compose resolves it (defaults of every variable)."""
     setup_docker("--tools-only")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TAG", "LOG_LEVEL", "LOG_FORMAT", "COMPOSE_PROJECT_NAME")}
+    return resolved_compose_config()
+
+
+#: Variables of deploy/compose.yaml a developer's shell might set.
+COMPOSE_VARIABLES = ("TAG", "LOG_LEVEL", "LOG_FORMAT", "COMPOSE_PROJECT_NAME", "AUTH_MODE",
+                     "AUTH_SECRET", "ADMIN_TOKEN")
+
+
+def resolved_compose_config(**variables: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
+    env.update(variables)
     result = run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
                  timeout=60, env=env)
     config: dict[str, Any] = json.loads(result.stdout)
     return config
+
+
+def test_compose_passes_login_and_admin_secrets_from_the_shell(
+        compose_config: dict[str, Any]) -> None:
+    environment = compose_config["services"]["gameserver"]["environment"]
+    assert (environment["AUTH_MODE"], environment["AUTH_SECRET"],
+            environment["ADMIN_TOKEN"]) == ("none", "", "")
+    environment = resolved_compose_config(
+        AUTH_MODE="hmac", AUTH_SECRET="s3cret", ADMIN_TOKEN="t0ken",
+    )["services"]["gameserver"]["environment"]
+    assert (environment["AUTH_MODE"], environment["AUTH_SECRET"],
+            environment["ADMIN_TOKEN"]) == ("hmac", "s3cret", "t0ken")
 
 
 def test_compose_turns_curve_on(compose_config: dict[str, Any]) -> None:
