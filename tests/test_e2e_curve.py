@@ -10,6 +10,7 @@ key rotation's overlap (two keys accepted); a key file that is not one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -308,3 +309,53 @@ async def test_rotation_overlap_accepts_both_keys(system_factory: Any, key_dir: 
         await client.close()
     for node in cluster.gameservers:
         assert "Not dialling" not in node.process.log_text()
+
+
+async def test_a_gameserver_restarted_with_the_next_key_is_served_again(
+        system_factory: Any, key_dir: Path) -> None:
+    """Rotation step 2 on one node: it comes back presenting the new key at the same
+    address; the Gateway dials it with the newly published key."""
+    old, new = keygen(), keygen()
+    step1 = write_key_file(key_dir, "step1.key", old, new)
+    step2 = write_key_file(key_dir, "step2.key", new, old)
+    cluster: Cluster = system_factory(
+        env={**CURVE_ENV, "CLUSTER_CURVE_SECRET_FILE": str(step1)})
+    node = cluster.gameserver
+    before = published_key(cluster, node.node_id)
+    node.process.env["CLUSTER_CURVE_SECRET_FILE"] = str(step2)
+    await asyncio.to_thread(node.restart)
+    assert published_key(cluster, node.node_id) not in ("", before)
+    await asyncio.to_thread(cluster.gateway.wait_ready, 15)
+    client = await RawClient.connect(cluster.gateway.address)
+    await client.login(new_user_id())
+    await still_served(client, 1)
+    await client.close()
+
+
+async def test_a_changed_published_key_makes_the_gateway_dial_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The entry outlived a restart (kill -9, restarted within NODE_TTL_S): same address,
+    new key. Checked on the Gateway's links themselves, with a real ZeroMQ socket."""
+    from gateway.links import GameServerLinks
+
+    first, second = keygen().strip(), keygen().strip()
+    keys = parse_keys(f"{first}\n{second}", "test")
+    publics = [zmq.curve_public(k.encode()).decode() for k in (first, second)]
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    links = GameServerLinks(context, b"gw-test", lambda *_: None, lambda *_: None, 3.0,
+                            lambda _: None, keys)
+    try:
+        with caplog.at_level(logging.INFO, "gateway.links"):
+            links.update({1: ("127.0.0.1", 9, {"curve_key": publics[0]})})
+            assert links.upstreams[b"gs-1"].server_key == publics[0].encode()
+            links.update({1: ("127.0.0.1", 9, {"curve_key": publics[1]})})
+            assert b"gs-1" not in links.upstreams  # hung up; redialled after the pause
+            assert "GameServer node 1 at tcp://127.0.0.1:9 changed its CURVE key" \
+                in caplog.text
+            await wait_until_async(
+                lambda: (links.update({1: ("127.0.0.1", 9, {"curve_key": publics[1]})})
+                         or b"gs-1" in links.upstreams), timeout=5)
+            assert links.upstreams[b"gs-1"].server_key == publics[1].encode()
+    finally:
+        links.close()
+        context.term()
