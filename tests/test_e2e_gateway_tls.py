@@ -22,6 +22,8 @@ import trustme
 
 from gateway.config import GatewayConfig
 from protocol import MsgType
+from protocol.frame import FrameSplitter, read_header
+from protocol.payload import decode_payload, encode_message
 from servicekit.config import ConfigError
 from test_client import GameClient
 from test_client.tls import TlsOptions
@@ -285,3 +287,69 @@ async def test_sighup_without_tls_does_not_stop_the_gateway(system_factory) -> N
     gateway.wait_for_log("SIGHUP received: no TLS certificate to reload", timeout=10,
                          since=since)
     assert gateway.running and gateway.readyz_status() == 200
+
+
+def tls_socket(cluster: Cluster, certificates: Certificates) -> ssl.SSLSocket:
+    raw = socket.create_connection(tls_address(cluster), timeout=10)
+    return certificates.client_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def blocking_login(sock: ssl.SSLSocket, user_id: int) -> dict[str, object]:
+    """LOGIN over a blocking TLS socket; returns LOGIN_RES's payload."""
+    sock.sendall(encode_message(MsgType.LOGIN_REQ, 1, {"user_id": user_id}))
+    splitter = FrameSplitter(65536)
+    while True:
+        data = sock.recv(65536)
+        assert data, "closed before LOGIN_RES"
+        for frame in splitter.feed(data):
+            header = read_header(frame)
+            if header.msg_type == MsgType.LOGIN_RES:
+                payload: dict[str, object] = decode_payload(frame, header.flags)
+                return payload
+
+
+async def test_after_the_handshake_close_notify_and_garbage_close_only_that_connection(
+    tls_cluster: Cluster, certificates: Certificates
+) -> None:
+    """A client's close_notify is an orderly end (the Gateway answers with its own, and the
+    session waits for a resume); bytes that are not a valid record end that connection at
+    once. A TLS client beside them keeps being served."""
+    bystander = await RawClient.connect(tls_address(tls_cluster),
+                                        certificates.client_context())
+    await bystander.login(new_user_id())
+
+    def close_notify() -> dict[str, object]:
+        sock = tls_socket(tls_cluster, certificates)
+        login = blocking_login(sock, new_user_id())
+        raw = sock.unwrap()  # ours, then waits for the Gateway's close_notify
+        try:
+            assert raw.recv(1) == b""  # then the Gateway closed the TCP connection
+        finally:
+            raw.close()
+        return login
+
+    def garbage() -> None:
+        sock = tls_socket(tls_cluster, certificates)
+        blocking_login(sock, new_user_id())
+        # An application-data record that does not decrypt, under the TLS layer's feet.
+        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+            raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+        try:
+            assert sock.recv(1024) == b""
+        except (ssl.SSLError, ConnectionError):
+            pass  # closed: what matters is that it is, and that nobody else noticed
+        finally:
+            sock.close()
+
+    login = await asyncio.to_thread(close_notify)
+    await asyncio.to_thread(garbage)
+
+    resumer = await RawClient.connect(tls_cluster.gateway_address)  # the plaintext port
+    res = await resumer.request(MsgType.RECONNECT_REQ, 0, {
+        "session_id": login["session_id"], "reconnect_key": login["reconnect_key"]})
+    assert res.payload["ok"] is True, res.payload
+    await resumer.close()
+    echo = await bystander.request(MsgType.ECHO_REQ, 2, {"still": "served"})
+    assert echo.payload == {"still": "served"}
+    await bystander.close()
+    assert failures(tls_cluster) == 0  # none of this was a failed handshake

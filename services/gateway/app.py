@@ -18,7 +18,8 @@ from gateway.config import GatewayConfig
 from gateway.connection import ClientConnection
 from gateway.links import GameServerLinks
 from gateway.relay import Relay
-from gateway.tls import ServerTls, TlsHandshake
+from gateway.tls import ServerTls
+from gateway.tls_connection import TlsConnection
 from protocol.internal import gateway_routing_id
 from servicekit.config import describe
 from servicekit.curve import load_keys, log_curve
@@ -124,7 +125,7 @@ class GatewayApp:
             try:
                 # The idle timeout covers the handshake too.
                 servers.append(await loop.create_server(
-                    lambda: TlsHandshake(server_tls, client, config.idle_timeout_s),
+                    lambda: TlsConnection(server_tls, client, config.idle_timeout_s),
                     config.client_host, config.tls_port, reuse_address=True, backlog=4096))
             except OSError as exc:
                 give_up()
