@@ -194,3 +194,40 @@ def test_bench_idle_text_report(echo_server: EchoServerProcess) -> None:
     assert "held        0 s (silent), 0 dropped" in done.stdout
     assert "echo        6 answered" in done.stdout
     assert "errors      0" in done.stdout
+
+
+async def test_bench_counts_an_answer_that_is_not_its_requests_echo_as_an_error() -> None:
+    """A server that answers each ECHO_REQ with the right type and sequence id but the
+    first request's payload (a mixed-up answer): every later answer is an error."""
+    import asyncio
+
+    from protocol import FrameSplitter, MsgType, encode_frame, read_header
+    from protocol.frame import HEADER
+
+    first_payload: list[bytes] = []
+
+    class MixedUp(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.splitter = FrameSplitter(65536)
+
+        def data_received(self, data: bytes) -> None:
+            for frame in self.splitter.feed(data):
+                header = read_header(frame)
+                payload = frame[HEADER.size:]
+                if not first_payload:
+                    first_payload.append(payload)
+                self.transport.write(  # type: ignore[attr-defined]
+                    encode_frame(MsgType.ECHO_RES, header.sequence_id, first_payload[0]))
+
+    server = await asyncio.get_running_loop().create_server(MixedUp, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await asyncio.to_thread(
+            run_cli, "bench", "--host", "127.0.0.1", "--port", str(port), "--no-login",
+            "--connections", "2", "--duration", "1", "--warmup", "0", "--json")
+    finally:
+        server.close()
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] > 0 and report["messages"] <= 2, report  # at most the first each
+    assert "ECHO_RES payload is not the request's" in done.stdout + done.stderr, report

@@ -111,10 +111,18 @@ class WorkerResult:
     dropped: int = 0  # idle mode: connections the server closed during the hold
 
 
+#: Where each request's tag (connection index, sequence id: 16 ASCII digits) sits in the
+#: ECHO_REQ frame: right after the header and ``{"d":"``. Every request's payload differs
+#: from every other's, so an answer that is not its own request's echo cannot pass.
+_TAG_OFFSET = HEADER.size + len(b'{"d":"')
+_TAG_LENGTH = 16
+
+
 def echo_frame(payload_bytes: int) -> bytes:
-    """An ECHO_REQ frame (sequence id 0) whose JSON payload is about ``payload_bytes`` long."""
-    filler = "x" * max(0, payload_bytes - len(b'{"d":""}'))
-    return encode_frame(MsgType.ECHO_REQ, 0, orjson.dumps({"d": filler}))
+    """An ECHO_REQ frame (sequence id 0) whose JSON payload is about ``payload_bytes`` long
+    (at least the tag's), the tag zeroed (:meth:`BenchConnection.send` fills it in)."""
+    filler = "x" * max(0, payload_bytes - len(b'{"d":""}') - _TAG_LENGTH)
+    return encode_frame(MsgType.ECHO_REQ, 0, orjson.dumps({"d": "0" * _TAG_LENGTH + filler}))
 
 
 class _Stats:
@@ -147,6 +155,7 @@ class BenchConnection(asyncio.Protocol):
         "expected",
         "frame",
         "in_flight",
+        "index",
         "login_frame",
         "ready",
         "sent_at",
@@ -157,9 +166,11 @@ class BenchConnection(asyncio.Protocol):
     )
 
     def __init__(
-        self, stats: _Stats, template: bytes, login_frame: bytes | None, max_frame_bytes: int
+        self, stats: _Stats, template: bytes, login_frame: bytes | None, max_frame_bytes: int,
+        index: int = 0,
     ) -> None:
         self.stats = stats
+        self.index = index % 1_000_000
         self.frame = bytearray(template)
         self.login_frame = login_frame
         self.splitter = FrameSplitter(max_frame_bytes)
@@ -184,22 +195,35 @@ class BenchConnection(asyncio.Protocol):
         else:
             stats = self.stats
             for frame in frames:
-                _, msg_type, _, _, seq = unpack_header(frame)
+                _, msg_type, flags, _, seq = unpack_header(frame)
                 if seq != self.seq or not self.in_flight:
                     continue  # a push (sequence id 0) or a late answer: not ours to count
                 now = perf_counter_ns()
                 self.in_flight = False
-                if msg_type == self.expected:
+                if msg_type != self.expected:
+                    stats.error(f"answer type {msg_type}, expected {self.expected}")
+                elif msg_type == _ECHO_RES and not self._echoes_request(frame, flags):
+                    stats.error(f"ECHO_RES payload is not the request's: {frame[12:60]!r}")
+                else:
                     stats.ok += 1
                     if stats.recording:
                         stats.latencies.append(now - self.sent_at)
-                else:
-                    stats.error(f"answer type {msg_type}, expected {self.expected}")
                 if stats.running:
                     self.send()
         if self.splitter.error is not None:
             self.stats.error(f"framing: {self.splitter.error}")
             self.abandon()
+
+    def _echoes_request(self, answer: bytes, flags: int) -> bool:
+        """The answer's payload is the request's: the same bytes (the GameServer writes
+        JSON as compactly as the request was), or, compressed, the same JSON."""
+        request = memoryview(self.frame)[HEADER.size:]
+        if not flags:
+            return memoryview(answer)[HEADER.size:] == request
+        try:
+            return bool(decode_payload(answer, flags) == orjson.loads(request))
+        except (BadPayload, orjson.JSONDecodeError):
+            return False
 
     def send(self) -> None:
         seq = self.seq + 1
@@ -208,6 +232,8 @@ class BenchConnection(asyncio.Protocol):
         if transport is None:
             return  # the connection is gone (its loss was counted)
         _SEQ.pack_into(self.frame, _SEQ_OFFSET, seq)
+        self.frame[_TAG_OFFSET:_TAG_OFFSET + _TAG_LENGTH] = b"%06d%010d" % (
+            self.index, seq % 10_000_000_000)
         self.in_flight = True
         self.expected = _ECHO_RES
         self.sent_at = perf_counter_ns()
@@ -283,7 +309,8 @@ async def _open_connections(
             try:
                 async with asyncio.timeout(cfg.connect_timeout_s):
                     _, conn = await loop.create_connection(
-                        lambda: BenchConnection(stats, template, login_frame, cfg.max_frame_bytes),
+                        lambda: BenchConnection(stats, template, login_frame, cfg.max_frame_bytes,
+                                                index),
                         cfg.host,
                         cfg.port,
                         **tls,
