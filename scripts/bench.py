@@ -59,7 +59,7 @@ import uvloop
 from gameserver.config import GameServerConfig
 from gateway.config import GatewayConfig
 from servicekit.fdlimit import raise_nofile_limit
-from test_client.bench import BenchConfig, WorkerResult, build_report, run_worker
+from test_client.bench import BenchConfig, WorkerResult, build_report, format_cpu, run_worker
 from test_client.latency import merge_samples, summarize_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,7 +301,7 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
               curve: bool = False) -> Iterator[dict[str, int]]:
     """redis-server, GameServer, Gateway (also on TLS with ``tls``) and the echo server;
     with ``curve`` a second redis-server, GameServer and Gateway whose internal traffic
-    uses CURVE (``curve_client``). Yields their ports."""
+    uses CURVE (``curve_client``). Yields their ports (and ``pid_<name>``: process ids)."""
     ports = {name: free_port() for name in (
         "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "gw_tls",
         "echo")}
@@ -309,22 +309,24 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
                  if tls else [])
     with running(workdir, log_level, ECHO_BENCH_ENV) as services:
         ports["redis"] = services.redis()
-        services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
-                            ports["gs_mesh"], ports["gs_metrics"])
-        services.gateway("gateway", ports["redis"], 1, ports["gw_client"], ports["gw_p2p"],
-                         ports["gw_metrics"], tls_flags)
-        services.start("echo", [PY, "-m", "test_client.echo_server", "--host", "127.0.0.1",
-                                "--port", str(ports["echo"])])
+        gameserver, _ = services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
+                                            ports["gs_mesh"], ports["gs_metrics"])
+        gateway, _, _ = services.gateway("gateway", ports["redis"], 1, ports["gw_client"],
+                                         ports["gw_p2p"], ports["gw_metrics"], tls_flags)
+        echo = services.start("echo", [PY, "-m", "test_client.echo_server", "--host",
+                                       "127.0.0.1", "--port", str(ports["echo"])])
+        ports.update(pid_gateway=gateway.pid, pid_gameserver=gameserver.pid, pid_echo=echo.pid)
         wait_for(lambda: ready(ports["gs_metrics"]), "GameServer")
         wait_for(lambda: ready(ports["gw_metrics"]), "Gateway")
         wait_for(lambda: listening(ports["echo"]), "echo server")
         if curve:
             curve_flags = throwaway_curve_key(workdir)
             redis_port = services.redis("curve-redis")
-            _, gs_metrics = services.gameserver("curve-gameserver", redis_port, 1,
-                                                extra=curve_flags)
-            _, ports["curve_client"], gw_metrics = services.gateway(
+            curve_gs, gs_metrics = services.gameserver("curve-gameserver", redis_port, 1,
+                                                       extra=curve_flags)
+            curve_gw, ports["curve_client"], gw_metrics = services.gateway(
                 "curve-gateway", redis_port, 1, extra=curve_flags)
+            ports.update(pid_curve_gateway=curve_gw.pid, pid_curve_gameserver=curve_gs.pid)
             wait_for(lambda: ready(gs_metrics), "CURVE GameServer")
             wait_for(lambda: ready(gw_metrics), "CURVE Gateway")
         yield ports
@@ -332,12 +334,16 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
 
 def run_load(port: int, connections: int, duration: float, warmup: float, payload: int,
              user_base: int, loadgen_processes: int,
-             extra: Sequence[str] = ()) -> dict[str, Any]:
+             extra: Sequence[str] = (), watch: Mapping[str, int] | None = None
+             ) -> dict[str, Any]:
+    """One load-generator run; ``watch``: the processes whose CPU it reports (name -> pid)."""
     args = [PY, "-m", "test_client", "bench", "--host", "127.0.0.1", "--port", str(port),
             "--connections", str(connections), "--duration", str(duration),
             "--warmup", str(warmup), "--payload-bytes", str(payload), "--json", "--quiet",
             "--processes", str(min(loadgen_processes, connections)),
             "--user-id-base", str(user_base), *extra]
+    for name, pid in (watch or {}).items():
+        args += ["--watch", f"{name}={pid}"]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
                          timeout=duration + warmup + 120)
     if out.returncode not in (0, 1) or not out.stdout.strip():
@@ -416,10 +422,11 @@ def run_split_load(ports: Sequence[int], connections: int, duration: float, warm
 
 
 def _log_run(round_no: int, target: str, conns: int, result: dict[str, Any]) -> None:
+    cpu = f"  cpu: {format_cpu(result['cpu'])}" if "cpu" in result else ""
     print(f"round {round_no} {target:6} conns={conns:5} "
           f"{result['msgs_per_s']:10.0f} msgs/s  p50={result['p50_ms']:.3f}ms "
           f"p99={result['p99_ms']:.3f}ms max={result['max_ms']:.1f}ms "
-          f"errors={result['errors']}", file=sys.stderr, flush=True)
+          f"errors={result['errors']}{cpu}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -461,13 +468,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.curve:
             targets["d_curve"] = ports["curve_client"]
         tls_client = ["--tls-ca", str(Path(tmp) / "ca.pem"), "--tls-server-name", "localhost"]
+        #: Whose CPU each target's runs report, besides the load generator's.
+        watched = {
+            "a_echo": {"echo": ports["pid_echo"]},
+            "b_full": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
+            "c_tls": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
+            "d_curve": {"gateway": ports.get("pid_curve_gateway", 0),
+                        "gameserver": ports.get("pid_curve_gameserver", 0)},
+        }
         for round_no in range(1, args.rounds + 1):
             for conns in counts:
                 for target, port in targets.items():
                     user_base += 10_000
                     result = run_load(port, conns, args.duration, args.warmup,
                                       args.payload_bytes, user_base, args.loadgen_processes,
-                                      tls_client if target == "c_tls" else ())
+                                      tls_client if target == "c_tls" else (),
+                                      watched[target])
                     result.update(round=round_no, target=target)
                     runs.append(result)
                     _log_run(round_no, target, conns, result)

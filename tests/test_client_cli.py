@@ -231,3 +231,29 @@ async def test_bench_counts_an_answer_that_is_not_its_requests_echo_as_an_error(
     report = orjson.loads(done.stdout.strip().splitlines()[-1])
     assert report["errors"] > 0 and report["messages"] <= 2, report  # at most the first each
     assert "ECHO_RES payload is not the request's" in done.stdout + done.stderr, report
+
+
+def test_bench_reports_cpu_of_watched_processes_over_the_window(
+        echo_server: EchoServerProcess) -> None:
+    """The machine's idle share and each process's cores over the measured window: how a
+    stall (cores idle while requests wait) shows beside the msgs/s."""
+    pid = echo_server.proc.pid
+    done = run_cli("bench", *target(echo_server), "--connections", "20", "--duration", "2",
+                   "--warmup", "0.5", "--json", "--watch", f"echo={pid}")
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    cpu = report["cpu"]
+    assert set(cpu) == {"loadgen", "echo", "idle_share", "busy_cores"}
+    # Both sides of a flat-out echo work (the load generator is busy most of the window).
+    assert cpu["loadgen"] > 0.2 and cpu["echo"] > 0.05, cpu
+    assert 0 <= cpu["idle_share"] <= 1 and cpu["busy_cores"] >= cpu["loadgen"] - 0.1, cpu
+    text = run_cli("bench", *target(echo_server), "--connections", "5", "--duration", "1",
+                   "--watch", f"echo={pid}")
+    assert text.returncode == 0, text.stderr
+    assert "cpu         loadgen " in text.stdout and "% idle" in text.stdout
+
+
+def test_bench_refuses_a_malformed_watch() -> None:
+    done = run_cli("bench", "--watch", "echo")
+    assert done.returncode == 2
+    assert "expected NAME=PID, got 'echo'" in done.stderr

@@ -135,7 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connect-timeout", type=float, default=10.0)
     bench.add_argument("--connect-concurrency", type=_positive_int, default=200)
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    bench.add_argument(
+        "--watch", action="append", default=[], metavar="NAME=PID", type=_name_pid,
+        help="also report this process's CPU over the measured window (repeatable; the "
+        "servers under test); the load generator's own and the machine's idle share are "
+        "always reported (Linux)")
     return parser
+
+
+def _name_pid(text: str) -> tuple[str, int]:
+    name, sep, pid = text.partition("=")
+    if not sep or not name or not pid.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PID, got {text!r}")
+    return name, int(pid)
 
 
 def _mint(args: argparse.Namespace) -> int:
@@ -161,6 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
         idle=args.idle,
         ping_interval_s=args.ping_interval,
         tls=_tls_options(args),
+        watch=tuple(args.watch),
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

@@ -51,6 +51,7 @@ from protocol import (
 from protocol.auth import mint_token
 from protocol.frame import HEADER
 from servicekit.fdlimit import raise_nofile_limit
+from test_client import procstat
 from test_client.latency import merge_samples, summarize_ms
 from test_client.tls import TlsOptions
 
@@ -96,6 +97,9 @@ class BenchConfig:
     ping_interval_s: float = 0.0
     #: Connect over TLS (each worker builds its context from these plain options).
     tls: TlsOptions | None = None
+    #: Other processes whose CPU the report shows over the measured window (name, pid):
+    #: the servers under test. The load generator's own is always shown.
+    watch: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -511,6 +515,7 @@ def run_bench(
         if progress is not None:
             print(f"connecting {cfg.connections} connection(s)...", file=progress, flush=True)
         connecting = time.monotonic()
+        cpu: _CpuWatch | None = None
         if _await_ready(workers, shared):
             connect_s = time.monotonic() - connecting
             if progress is not None:
@@ -519,6 +524,8 @@ def run_bench(
             if on_ready is not None:
                 on_ready()
             start.wait(timeout=60)
+            if not cfg.idle and procstat.available():
+                cpu = _CpuWatch(cfg, [proc.pid for proc, _ in workers if proc.pid])
         else:
             start.abort()  # a worker died while connecting: release the others
         results = _collect(workers, shared, cfg, progress)
@@ -529,7 +536,30 @@ def run_bench(
                 proc.kill()
     report = build_report(cfg, processes, results)
     report["connect_s"] = round(connect_s, 3)
+    if cpu is not None and cpu.result:
+        report["cpu"] = cpu.result
     return report
+
+
+class _CpuWatch:
+    """Per-process CPU and the machine's idle share over the measured window (the workers'
+    warm-up excluded), from a thread of the parent, which only waits meanwhile."""
+
+    def __init__(self, cfg: BenchConfig, worker_pids: list[int]) -> None:
+        pids: dict[str, list[int]] = {"loadgen": worker_pids}
+        for name, pid in cfg.watch:
+            pids.setdefault(name, []).append(pid)
+        self.result: dict[str, float] = {}
+        self._window = procstat.CpuWindow(pids)
+        self._cfg = cfg
+        self._thread = threading.Thread(target=self._run, name="bench-cpu", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        time.sleep(self._cfg.warmup_s)
+        self._window.start()
+        time.sleep(max(0.1, self._cfg.duration_s - 0.1))  # inside the window, not past it
+        self.result = self._window.stop()
 
 
 def _await_ready(
@@ -632,7 +662,17 @@ def format_report(report: dict[str, Any], cfg: BenchConfig) -> str:
         f"messages    {report['messages']} in {report['duration_s']} s = "
         f"{report['msgs_per_s']:.0f} msgs/s",
     ]
+    if "cpu" in report:
+        lines.append("cpu         " + format_cpu(report["cpu"]))
     return "\n".join(lines + _latency_and_errors(report))
+
+
+def format_cpu(cpu: dict[str, float]) -> str:
+    """``loadgen 0.52 gateway 0.66 ... cores; machine 1.60 busy, 20% idle``."""
+    processes = " ".join(f"{name} {value:.2f}" for name, value in cpu.items()
+                         if name not in ("idle_share", "busy_cores"))
+    return (f"{processes} cores; machine {cpu['busy_cores']:.2f} busy, "
+            f"{100 * cpu['idle_share']:.0f}% idle")
 
 
 def _latency_and_errors(report: dict[str, Any]) -> list[str]:
