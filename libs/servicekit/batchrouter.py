@@ -19,6 +19,7 @@ from zmq.utils.monitor import parse_monitor_message
 from protocol.internal import BatchWriter, Kind, MalformedBatch, Record, iter_records
 from servicekit import zmqsockets
 from servicekit.curve import ClusterKeys
+from servicekit.fastmetrics import FastCounter
 from servicekit.redial import hang_up
 from servicekit.zap import HANDSHAKE_FAILED
 from servicekit.zmqloop import ZmqReader
@@ -35,6 +36,13 @@ RecordHandler = Callable[[bytes, list[Record]], None]
 UndeliverableHandler = Callable[[bytes, bytes, str], None]
 
 
+def _cells(counter: FastCounter | None) -> tuple[list[float], list[float]]:
+    """The (in, out) cells of a counter by direction; throwaway cells without one."""
+    if counter is None:
+        return [0.0], [0.0]
+    return counter.child("in"), counter.child("out")
+
+
 class BatchRouter:
     def __init__(
         self,
@@ -48,11 +56,16 @@ class BatchRouter:
         on_handshake_failed: Callable[[str, int, int], None] | None = None,
         curve: ClusterKeys | None = None,
         serves: str = "",
+        records: FastCounter | None = None,
+        batches: FastCounter | None = None,
     ) -> None:
         """``handover``: a peer reconnecting with a known routing id takes the route over
         (the bound side wants this: a restarted peer keeps its id). ``on_disconnected``
         (endpoint) and ``on_handshake_failed`` (endpoint, event, value) report the dialling
-        side's connections. ``curve``/``serves``: see :func:`servicekit.zmqsockets.router`."""
+        side's connections. ``curve``/``serves``: see :func:`servicekit.zmqsockets.router`.
+        ``records``/``batches``: counters by direction (``in``/``out``) of the service's
+        metrics: records per batch, and batches (ZeroMQ messages) per second, are what tell
+        how well a hop batches (docs/BENCHMARKS.md)."""
         self._loop = asyncio.get_running_loop()
         self._on_records = on_records
         self._on_undeliverable = on_undeliverable
@@ -60,6 +73,8 @@ class BatchRouter:
                                  high_water_mark=HIGH_WATER_MARK, handover=handover,
                                  curve=curve, serves=serves)
         self.socket = sock
+        self._records_in, self._records_out = _cells(records)
+        self._batches_in, self._batches_out = _cells(batches)
         self._outboxes: dict[bytes, BatchWriter] = {}
         self._flush_scheduled = False
         self._reader = ZmqReader(sock, self._on_messages, self._loop)
@@ -98,6 +113,7 @@ class BatchRouter:
         if outbox is None:
             outbox = self._outboxes[peer] = BatchWriter()
         outbox.add(kind, socket_id, arg, body)
+        self._records_out[0] += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
@@ -108,6 +124,7 @@ class BatchRouter:
             if not outbox:
                 continue
             batch = outbox.take()
+            self._batches_out[0] += 1
             try:
                 self.socket.send_multipart((peer, batch), zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -120,6 +137,7 @@ class BatchRouter:
         self._reader.poke()
 
     def _on_messages(self, messages: list[list[bytes]]) -> None:
+        self._batches_in[0] += len(messages)
         for message in messages:
             if len(message) != 2:
                 log.warning("Ignoring a data-plane message with %d frames", len(message))
@@ -130,6 +148,7 @@ class BatchRouter:
             except MalformedBatch as exc:
                 log.error("Malformed batch from %s: %s", peer.decode(errors="replace"), exc)
                 continue
+            self._records_in[0] += len(records)
             self._on_records(peer, records)
 
     def close(self) -> None:

@@ -45,7 +45,8 @@ class GatewayLink:
     ) -> None:
         self._on_records = on_records
         self._router = BatchRouter(context, routing_id, self._received, self._undeliverable,
-                                   handover=True, curve=curve, serves=zmqsockets.P2P)
+                                   handover=True, curve=curve, serves=zmqsockets.P2P,
+                                   records=metrics.p2p_records, batches=metrics.p2p_batches)
         self.socket = self._router.socket
         try:
             self._router.socket.bind(f"tcp://{bind_host}:{port}")
@@ -57,16 +58,12 @@ class GatewayLink:
         self.gateways: dict[bytes, float] = {}
         #: Told about records that could not be sent (the hub stops waiting for answers).
         self.on_dropped: Callable[[list[Record]], None] | None = None
-        self._records_out = metrics.p2p_records.child("out")
-        self._records_in = metrics.p2p_records.child("in")
         self.flush = self._router.flush
 
     def _received(self, gateway_id: bytes, records: list[Record]) -> None:
-        self._records_in[0] += len(records)
         self._on_records(gateway_id, records)
 
     def send(self, gateway_id: bytes, kind: Kind, socket_id: bytes, arg: int, body: bytes) -> None:
-        self._records_out[0] += 1
         self._router.send(gateway_id, kind, socket_id, arg, body)
 
     def _undeliverable(self, gateway_id: bytes, batch: bytes, reason: str) -> None:

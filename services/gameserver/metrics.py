@@ -31,7 +31,13 @@ p2p_records = FastCounter(
     f"{NS}_p2p_records_total", "Data-plane records exchanged with Gateways, by direction",
     ["direction"],
 )
-register_fast([handler_duration, requests, duplicates, p2p_records])
+p2p_batches = FastCounter(
+    f"{NS}_p2p_batches_total",
+    "Data-plane batches (ZeroMQ messages) exchanged with Gateways, by direction; records "
+    "per batch = p2p_records_total / p2p_batches_total",
+    ["direction"],
+)
+register_fast([handler_duration, requests, duplicates, p2p_records, p2p_batches])
 
 sessions_active = Gauge(f"{NS}_sessions_active", "Sessions attached to this GameServer")
 sessions_created = Counter(f"{NS}_sessions_created_total", "Sessions created by LOGIN")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 import zmq
 
+from gateway import metrics
 from protocol.internal import Kind
 from servicekit.batchrouter import BatchRouter, RecordHandler, UndeliverableHandler
 from servicekit.curve import ClusterKeys, CurveMismatch, ServerKeys
@@ -65,7 +66,8 @@ class GameServerLinks:
         self._on_node_down = on_node_down
         self._router = BatchRouter(context, routing_id, on_records, on_undeliverable,
                                    on_disconnected=self._disconnected,
-                                   on_handshake_failed=self._handshake_failed, curve=curve)
+                                   on_handshake_failed=self._handshake_failed, curve=curve,
+                                   records=metrics.p2p_records, batches=metrics.p2p_batches)
         self._server_keys = ServerKeys(curve, log, "GameServer")
         #: Endpoints whose failed handshake is already logged (until the node answers).
         self._failed_handshakes: set[str] = set()

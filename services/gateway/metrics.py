@@ -10,7 +10,14 @@ NS = "gateway"
 
 frames = FastCounter(f"{NS}_frames_total", "Client frames, by direction (in|out)", ["direction"])
 bytes_ = FastCounter(f"{NS}_bytes_total", "Client bytes, by direction (in|out)", ["direction"])
-register_fast([frames, bytes_])
+p2p_records = FastCounter(
+    f"{NS}_p2p_records_total",
+    "Data-plane records exchanged with GameServers, by direction (in|out)", ["direction"])
+p2p_batches = FastCounter(
+    f"{NS}_p2p_batches_total",
+    "Data-plane batches (ZeroMQ messages) exchanged with GameServers, by direction; records "
+    "per batch = p2p_records_total / p2p_batches_total", ["direction"])
+register_fast([frames, bytes_, p2p_records, p2p_batches])
 
 connected_clients = Gauge(f"{NS}_connected_clients", "Client TCP connections open now")
 connections = Counter(f"{NS}_connections_total", "Client TCP connections accepted")
