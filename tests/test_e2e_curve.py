@@ -206,14 +206,17 @@ class Intruder:
         for endpoint, frames in ((self.mesh, kick), (self.p2p, forged)):
             sock = self.context.socket(zmq.DEALER)
             sock.linger = 0
-            if with_key:
-                public, secret = zmq.curve_keypair()
-                sock.curve_publickey, sock.curve_secretkey = public, secret
-                sock.curve_serverkey = self.server_key
-            sock.connect(endpoint)
-            sock.send_multipart(frames, zmq.NOBLOCK)
-            assert not sock.poll(50), "an intruder got an answer"
-            sock.close(0)
+            try:
+                if with_key:
+                    public, secret = zmq.curve_keypair()
+                    sock.curve_publickey, sock.curve_secretkey = public, secret
+                    sock.curve_serverkey = self.server_key
+                sock.connect(endpoint)
+                sock.send_multipart(frames, zmq.NOBLOCK)
+                answered = sock.poll(50)
+            finally:
+                sock.close(0)
+            assert not answered, f"an intruder got an answer from {endpoint}"
 
     def close(self) -> None:
         self.context.term()

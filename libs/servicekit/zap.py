@@ -120,6 +120,34 @@ class HandshakeWatch:
         self._monitor.close(0)
 
 
+class PortGuard:
+    """A GameServer's admission to its CURVE ports, whole: the ZAP handler, started here,
+    before any of them binds, and the handshake watch of each bound socket. Without keys
+    (CURVE off) it does nothing."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keys: ClusterKeys | None,
+                 ports: Iterable[str], count: RefusalCounter) -> None:
+        self._refusals = Refusals(count)
+        self._watches: list[HandshakeWatch] = []
+        self._authenticator: ClusterAuthenticator | None = None
+        if keys is not None:
+            self._authenticator = ClusterAuthenticator(context, keys, ports, self._refusals)
+            self._authenticator.start()
+
+    def watch(self, sock: zmq.Socket[bytes], port: str) -> None:
+        """Count and log the peers ``sock`` (bound, serving ``port``) refuses before ZAP."""
+        if self._authenticator is not None:
+            self._watches.append(HandshakeWatch(sock, port, self._refusals))
+
+    def close(self) -> None:
+        for watch in self._watches:
+            watch.close()
+        self._watches.clear()
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+
+
 def describe_handshake_failure(event: int, value: int) -> str:
     """Why a handshake this process started failed, for the dialling side's log line."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:

@@ -43,7 +43,7 @@ from servicekit.registry import (
     read_registry,
 )
 from servicekit.startup import bind_failed
-from servicekit.zap import ClusterAuthenticator, HandshakeWatch, Refusals
+from servicekit.zap import PortGuard
 
 log = logging.getLogger("gameserver")
 
@@ -127,14 +127,10 @@ class GameServerApp:
             return self.exit_code
         self.node_id = node_id
         store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{node_id}:{self.instance}", node_id)
-        refusals = Refusals(lambda port, reason: metrics.internal_refusals.labels(
-            port, reason).inc())
-        authenticator: ClusterAuthenticator | None = None
-        if self.curve is not None:
-            # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
-            authenticator = ClusterAuthenticator(self.zmq, self.curve,
-                                                 (zmqsockets.P2P, zmqsockets.MESH), refusals)
-            authenticator.start()
+        # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
+        guard = PortGuard(self.zmq, self.curve, (zmqsockets.P2P, zmqsockets.MESH),
+                          lambda port, reason: metrics.internal_refusals.labels(
+                              port, reason).inc())
         try:
             link = GatewayLink(self.zmq, gameserver_routing_id(node_id), config.bind_host,
                                config.p2p_port, self._on_records, self.curve)
@@ -157,9 +153,8 @@ class GameServerApp:
         hub = self.hub = Hub(config, store, link, standard_middlewares(), router, node_id,
                              self.health)
         self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance, self.curve)
-        watches = [HandshakeWatch(link.socket, zmqsockets.P2P, refusals),
-                   HandshakeWatch(mesh_server.socket, zmqsockets.MESH, refusals)
-                   ] if self.curve is not None else []
+        guard.watch(link.socket, zmqsockets.P2P)
+        guard.watch(mesh_server.socket, zmqsockets.MESH)
         mesh_server.register("release", hub.mesh_release)
         mesh_server.register("whisper", hub.mesh_whisper)
         mesh_server.register("kick_user", hub.mesh_kick_user)
@@ -176,13 +171,10 @@ class GameServerApp:
                        asyncio.create_task(self._lease_loop())]
         await self.stopping.wait()
         await self._drain()
-        for watch in watches:
-            watch.close()
+        guard.close()
         link.close()
         mesh_server.close()
         self.mesh.close()
-        if authenticator is not None:
-            authenticator.stop()
         ops.close()
         await self.redis.aclose()
         self.zmq.term()
