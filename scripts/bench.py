@@ -309,6 +309,7 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
                  if tls else [])
     with running(workdir, log_level, ECHO_BENCH_ENV) as services:
         ports["redis"] = services.redis()
+        ports["pid_redis"] = services.started[-1].pid
         gameserver, _ = services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
                                             ports["gs_mesh"], ports["gs_metrics"])
         gateway, _, _ = services.gateway("gateway", ports["redis"], 1, ports["gw_client"],
@@ -445,6 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true",
                         help="also (c): the full path through the Gateway's TLS port (a "
                         "throwaway certificate), reported against (b)")
+    parser.add_argument("--mode", choices=("echo", "move"), default="echo",
+                        help="what (b), (c) and (d) send: ECHO_REQ (default) or MOVE_REQ, a "
+                        "state change committed to Redis, every answer checked to count "
+                        "moves exactly once; (a) is always the raw echo")
     parser.add_argument("--curve", action="store_true",
                         help="also (d): the full path of a second GameServer and Gateway whose "
                         "internal traffic uses CURVE, reported against (b)")
@@ -471,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         #: Whose CPU each target's runs report, besides the load generator's.
         watched = {
             "a_echo": {"echo": ports["pid_echo"]},
-            "b_full": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
+            "b_full": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"],
+                       "redis": ports["pid_redis"]},
             "c_tls": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
             "d_curve": {"gateway": ports.get("pid_curve_gateway", 0),
                         "gameserver": ports.get("pid_curve_gameserver", 0)},
@@ -480,10 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for conns in counts:
                 for target, port in targets.items():
                     user_base += 10_000
+                    extra = [*(tls_client if target == "c_tls" else ()),
+                             *(("--mode", args.mode) if target != "a_echo" else ())]
                     result = run_load(port, conns, args.duration, args.warmup,
                                       args.payload_bytes, user_base, args.loadgen_processes,
-                                      tls_client if target == "c_tls" else (),
-                                      watched[target])
+                                      extra, watched[target])
                     result.update(round=round_no, target=target)
                     runs.append(result)
                     _log_run(round_no, target, conns, result)
@@ -606,7 +613,8 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{args.rounds} interleaved rounds, {args.duration:g} s each (+{args.warmup:g} s warm-up), "
         f"{args.payload_bytes}-byte payloads, one request in flight per connection; medians.",
         "",
-        "| conns | (a) echo msgs/s | p50 / p99 / max ms | (b) full path msgs/s | "
+        f"| conns | (a) echo msgs/s | p50 / p99 / max ms | (b) full path "
+        f"{'MOVE' if args.mode == 'move' else 'echo'} msgs/s | "
         "p50 / p99 / max ms | b/a (min-max) |",
         "|---:|---:|---|---:|---|---|",
     ]

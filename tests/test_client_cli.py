@@ -257,3 +257,39 @@ def test_bench_refuses_a_malformed_watch() -> None:
     done = run_cli("bench", "--watch", "echo")
     assert done.returncode == 2
     assert "expected NAME=PID, got 'echo'" in done.stderr
+
+
+async def test_bench_move_mode_counts_a_move_applied_twice_as_an_error() -> None:
+    """A server whose every MOVE_RES says ``moves: 1``: the first answer is right (the
+    login said 0), every later one is not "one more" and is an error."""
+    import asyncio
+
+    from protocol import FrameSplitter, MsgType, encode_frame, read_header
+
+    class StuckAtOne(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.splitter = FrameSplitter(65536)
+
+        def data_received(self, data: bytes) -> None:
+            for frame in self.splitter.feed(data):
+                header = read_header(frame)
+                if header.msg_type == MsgType.LOGIN_REQ:
+                    answer = encode_frame(MsgType.LOGIN_RES, header.sequence_id, orjson.dumps(
+                        {"ok": True, "state": {"x": 0, "y": 0, "moves": 0}}))
+                else:
+                    answer = encode_frame(MsgType.MOVE_RES, header.sequence_id, orjson.dumps(
+                        {"x": 12.5, "y": -3.25, "moves": 1}))
+                self.transport.write(answer)  # type: ignore[attr-defined]
+
+    server = await asyncio.get_running_loop().create_server(StuckAtOne, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        done = await asyncio.to_thread(
+            run_cli, "bench", "--host", "127.0.0.1", "--port", str(port), "--mode", "move",
+            "--connections", "1", "--duration", "1", "--warmup", "0", "--json")
+    finally:
+        server.close()
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] > 0 and report["messages"] <= 1, report
+    assert "MOVE_RES is not moves 2" in done.stdout + done.stderr, report

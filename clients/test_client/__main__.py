@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connect-concurrency", type=_positive_int, default=200)
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.add_argument(
+        "--mode", choices=("echo", "move"), default="echo",
+        help="echo: ECHO_REQ, each answer must echo its own request (default); move: "
+        "MOVE_REQ, a state change committed to Redis, each answer must count moves one "
+        "higher than the last (needs the login)")
+    bench.add_argument(
         "--watch", action="append", default=[], metavar="NAME=PID", type=_name_pid,
         help="also report this process's CPU over the measured window (repeatable; the "
         "servers under test); the load generator's own and the machine's idle share are "
@@ -156,6 +161,10 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.mode == "move" and args.no_login:
+        print("test_client bench: --mode move needs a session: drop --no-login",
+              file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         host=args.host,
         port=args.port,
@@ -174,6 +183,7 @@ def _bench(args: argparse.Namespace) -> int:
         ping_interval_s=args.ping_interval,
         tls=_tls_options(args),
         watch=tuple(args.watch),
+        mode=args.mode,
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

@@ -59,6 +59,7 @@ _SEQ = struct.Struct(">I")
 _SEQ_OFFSET = 8  # u32 length, u16 msg_type, u8 flags, u8 reserved, then u32 sequence_id
 unpack_header = HEADER.unpack_from
 _ECHO_RES = int(MsgType.ECHO_RES)
+_MOVE_RES = int(MsgType.MOVE_RES)
 _PONG_RES = int(MsgType.PONG_RES)
 #: Shared counters per worker: ok messages, errors, open connections, phase.
 _SLOTS = 4
@@ -94,6 +95,9 @@ class BenchConfig:
     #: Idle mode: hold the connections for ``duration_s`` (PING every ``ping_interval_s``
     #: if > 0, else silent), then one ECHO on each; see :func:`_idle_phase`.
     idle: bool = False
+    #: ``echo`` (ECHO_REQ, its payload echoed) or ``move`` (MOVE_REQ: a state change, held
+    #: for the group commit to Redis; every MOVE_RES must count ``moves`` one higher).
+    mode: str = "echo"
     ping_interval_s: float = 0.0
     #: Connect over TLS (each worker builds its context from these plain options).
     tls: TlsOptions | None = None
@@ -129,6 +133,12 @@ def echo_frame(payload_bytes: int) -> bytes:
     return encode_frame(MsgType.ECHO_REQ, 0, orjson.dumps({"d": "0" * _TAG_LENGTH + filler}))
 
 
+def move_frame() -> bytes:
+    """A MOVE_REQ frame (sequence id 0): the same position every time; what is checked is
+    that each one counts exactly once."""
+    return encode_frame(MsgType.MOVE_REQ, 0, orjson.dumps({"x": 12.5, "y": -3.25}))
+
+
 class _Stats:
     """Counters shared by all connections of one worker (plain attributes: cheapest)."""
 
@@ -156,11 +166,13 @@ class BenchConnection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "answer",
         "expected",
         "frame",
         "in_flight",
         "index",
         "login_frame",
+        "moves",
         "ready",
         "sent_at",
         "seq",
@@ -176,6 +188,11 @@ class BenchConnection(asyncio.Protocol):
         self.stats = stats
         self.index = index % 1_000_000
         self.frame = bytearray(template)
+        #: The answer type of this connection's requests (ECHO_RES or MOVE_RES).
+        self.answer = _MOVE_RES if read_header(template).msg_type == MsgType.MOVE_REQ \
+            else _ECHO_RES
+        #: Move mode: the last acknowledged ``moves`` (from LOGIN_RES's state at first).
+        self.moves = 0
         self.login_frame = login_frame
         self.splitter = FrameSplitter(max_frame_bytes)
         self.transport: asyncio.Transport | None = None
@@ -208,6 +225,8 @@ class BenchConnection(asyncio.Protocol):
                     stats.error(f"answer type {msg_type}, expected {self.expected}")
                 elif msg_type == _ECHO_RES and not self._echoes_request(frame, flags):
                     stats.error(f"ECHO_RES payload is not the request's: {frame[12:60]!r}")
+                elif msg_type == _MOVE_RES and not self._counts_one_more(frame, flags):
+                    stats.error(f"MOVE_RES is not moves {self.moves + 1}: {frame[12:80]!r}")
                 else:
                     stats.ok += 1
                     if stats.recording:
@@ -229,6 +248,17 @@ class BenchConnection(asyncio.Protocol):
         except (BadPayload, orjson.JSONDecodeError):
             return False
 
+    def _counts_one_more(self, answer: bytes, flags: int) -> bool:
+        """Exactly once: this MOVE_RES says ``moves`` is the last acknowledged + 1."""
+        try:
+            payload = decode_payload(answer, flags)
+        except BadPayload:
+            return False
+        if payload.get("moves") != self.moves + 1:
+            return False
+        self.moves += 1
+        return True
+
     def send(self) -> None:
         seq = self.seq + 1
         self.seq = seq
@@ -236,10 +266,11 @@ class BenchConnection(asyncio.Protocol):
         if transport is None:
             return  # the connection is gone (its loss was counted)
         _SEQ.pack_into(self.frame, _SEQ_OFFSET, seq)
-        self.frame[_TAG_OFFSET:_TAG_OFFSET + _TAG_LENGTH] = b"%06d%010d" % (
-            self.index, seq % 10_000_000_000)
+        expected = self.expected = self.answer
+        if expected == _ECHO_RES:
+            self.frame[_TAG_OFFSET:_TAG_OFFSET + _TAG_LENGTH] = b"%06d%010d" % (
+                self.index, seq % 10_000_000_000)
         self.in_flight = True
-        self.expected = _ECHO_RES
         self.sent_at = perf_counter_ns()
         transport.write(self.frame)
 
@@ -281,6 +312,9 @@ class BenchConnection(asyncio.Protocol):
                 last_seq = payload.get("last_sequence_id")
                 if isinstance(last_seq, int) and last_seq > self.seq:
                     self.seq = last_seq
+                state = payload.get("state")
+                moves = state.get("moves") if isinstance(state, dict) else 0
+                self.moves = moves if isinstance(moves, int) else 0
                 self.ready.set_result(None)
             else:
                 code = payload.get("error") or payload.get("code") or "?"
@@ -293,7 +327,7 @@ async def _open_connections(
 ) -> tuple[list[BenchConnection], list[str]]:
     """Open (and log in) ``count`` connections, at most ``connect_concurrency`` at a time."""
     loop = asyncio.get_running_loop()
-    template = echo_frame(cfg.payload_bytes)
+    template = (move_frame() if cfg.mode == "move" else echo_frame(cfg.payload_bytes))
     gate = asyncio.Semaphore(max(1, cfg.connect_concurrency))
     secret = cfg.auth_secret.encode() if cfg.auth_secret else None
     tls: dict[str, Any] = {}
@@ -641,6 +675,7 @@ def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) 
         "login": cfg.login,
         "first_error": next((r.first_error for r in results if r.first_error), ""),
     }
+    report["mode"] = cfg.mode
     if cfg.idle:
         report.update(
             mode="idle",

@@ -1,0 +1,43 @@
+"""``python -m test_client bench --mode move`` against the real system: MOVEs committed to
+Redis through the group commit, every answer checked to count exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from tests.support.cli import run_cli
+from tests.support.cluster import Cluster
+from tests.support.raw import RawClient
+from tests.support.users import new_user_id
+
+#: The bench plays flat out: no per-client rate limit.
+SYSTEM_ENV = {"CLIENT_RATE_LIMIT": "0"}
+
+
+async def test_bench_move_mode_counts_every_move_once(system: Cluster) -> None:
+    base = new_user_id()
+    for _ in range(20):
+        new_user_id()  # the bench's users are base .. base + 19
+    host, port = system.gateway_address
+    done = await asyncio.to_thread(
+        run_cli, "bench", "--host", host, "--port", str(port), "--mode", "move",
+        "--connections", "20", "--duration", "2", "--warmup", "0.2", "--json",
+        "--user-id-base", str(base))
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["mode"] == "move" and report["errors"] == 0, report
+    assert report["messages"] > 20, report
+    # The moves are in Redis: the user logs in again (the bench's session is kicked) and
+    # its state counts at least the moves measured for it.
+    client = await RawClient.connect(system.gateway_address)
+    login = await client.login(base)
+    assert login.payload["state"]["moves"] >= 1, login.payload
+    await client.close()
+
+
+def test_bench_move_mode_needs_a_login() -> None:
+    done = run_cli("bench", "--mode", "move", "--no-login")
+    assert done.returncode == 2
+    assert "--mode move needs a session" in done.stderr
