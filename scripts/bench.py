@@ -446,10 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true",
                         help="also (c): the full path through the Gateway's TLS port (a "
                         "throwaway certificate), reported against (b)")
-    parser.add_argument("--mode", choices=("echo", "move"), default="echo",
-                        help="what (b), (c) and (d) send: ECHO_REQ (default) or MOVE_REQ, a "
-                        "state change committed to Redis, every answer checked to count "
-                        "moves exactly once; (a) is always the raw echo")
+    parser.add_argument("--mode", choices=("echo", "move", "login"), default="echo",
+                        help="what (b), (c) and (d) do: ECHO_REQ (default); MOVE_REQ, a state "
+                        "change committed to Redis, every answer checked to count moves "
+                        "exactly once; or login: connect, LOGIN, LOGOUT, close in a loop per "
+                        "connection (msgs/s is then logins/s); (a) is always the raw echo")
     parser.add_argument("--curve", action="store_true",
                         help="also (d): the full path of a second GameServer and Gateway whose "
                         "internal traffic uses CURVE, reported against (b)")
@@ -614,7 +615,7 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{args.payload_bytes}-byte payloads, one request in flight per connection; medians.",
         "",
         f"| conns | (a) echo msgs/s | p50 / p99 / max ms | (b) full path "
-        f"{'MOVE' if args.mode == 'move' else 'echo'} msgs/s | "
+        f"{ {'move': 'MOVE', 'login': 'LOGIN'}.get(args.mode, 'echo')}s/s | "
         "p50 / p99 / max ms | b/a (min-max) |",
         "|---:|---:|---|---:|---|---|",
     ]

@@ -40,4 +40,22 @@ async def test_bench_move_mode_counts_every_move_once(system: Cluster) -> None:
 def test_bench_move_mode_needs_a_login() -> None:
     done = run_cli("bench", "--mode", "move", "--no-login")
     assert done.returncode == 2
-    assert "--mode move needs a session" in done.stderr
+    assert "--mode move needs the login" in done.stderr
+
+
+async def test_bench_login_mode_logs_in_and_out_new_and_returning_users(
+        system: Cluster) -> None:
+    host, port = system.gateway_address
+    for returning in (False, True):
+        base = new_user_id()
+        for _ in range(10_000):
+            new_user_id()  # room for the new users of every round
+        done = await asyncio.to_thread(
+            run_cli, "bench", "--host", host, "--port", str(port), "--mode", "login",
+            "--connections", "5", "--duration", "1.5", "--json", "--user-id-base", str(base),
+            *(["--returning"] if returning else []))
+        assert done.returncode == 0, done.stderr
+        report = orjson.loads(done.stdout.strip().splitlines()[-1])
+        assert report["mode"] == "login" and report["errors"] == 0, report
+        assert report["messages"] >= 10, report  # logins measured, each with its LOGOUT
+        assert 0 < report["p50_ms"] <= report["p99_ms"], report

@@ -136,10 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connect-concurrency", type=_positive_int, default=200)
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.add_argument(
-        "--mode", choices=("echo", "move"), default="echo",
+        "--mode", choices=("echo", "move", "login"), default="echo",
         help="echo: ECHO_REQ, each answer must echo its own request (default); move: "
         "MOVE_REQ, a state change committed to Redis, each answer must count moves one "
-        "higher than the last (needs the login)")
+        "higher than the last (needs the login); login: each connection is a loop of "
+        "connect, LOGIN, LOGOUT, close (logins/s and the LOGIN latency)")
+    bench.add_argument(
+        "--returning", action="store_true",
+        help="login mode: each loop logs the same user in again (default: a new user each "
+        "time)")
     bench.add_argument(
         "--watch", action="append", default=[], metavar="NAME=PID", type=_name_pid,
         help="also report this process's CPU over the measured window (repeatable; the "
@@ -161,8 +166,8 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.mode == "move" and args.no_login:
-        print("test_client bench: --mode move needs a session: drop --no-login",
+    if args.mode in ("move", "login") and args.no_login:
+        print(f"test_client bench: --mode {args.mode} needs the login: drop --no-login",
               file=sys.stderr)
         return 2
     cfg = BenchConfig(
@@ -184,6 +189,7 @@ def _bench(args: argparse.Namespace) -> int:
         tls=_tls_options(args),
         watch=tuple(args.watch),
         mode=args.mode,
+        returning=args.returning,
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

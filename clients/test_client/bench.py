@@ -98,6 +98,9 @@ class BenchConfig:
     #: ``echo`` (ECHO_REQ, its payload echoed) or ``move`` (MOVE_REQ: a state change, held
     #: for the group commit to Redis; every MOVE_RES must count ``moves`` one higher).
     mode: str = "echo"
+    #: Login mode: each loop logs the same user in again and again (a returning player)
+    #: instead of a new user every time.
+    returning: bool = False
     ping_interval_s: float = 0.0
     #: Connect over TLS (each worker builds its context from these plain options).
     tls: TlsOptions | None = None
@@ -365,6 +368,125 @@ async def _open_connections(
     return conns, [o for o in outcomes if isinstance(o, str)]
 
 
+class _LoginConnection(asyncio.Protocol):
+    """One short-lived connection of the login mode: answers by sequence id."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.splitter = FrameSplitter(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.waiters: dict[int, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.splitter.feed(data):
+            header = read_header(frame)
+            waiter = self.waiters.pop(header.sequence_id, None)
+            if waiter is not None and not waiter.done():
+                try:
+                    waiter.set_result((header.msg_type, decode_payload(frame, header.flags)))
+                except BadPayload as exc:
+                    waiter.set_exception(ConnectionError(f"bad payload: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for waiter in self.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    async def request(self, msg_type: MsgType, seq: int,
+                      body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        waiter: asyncio.Future[tuple[int, dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future())
+        self.waiters[seq] = waiter
+        if self.transport is None:
+            raise ConnectionError("connection lost")
+        self.transport.write(encode_message(msg_type, seq, body))
+        return await waiter
+
+
+async def _login_worker(
+    cfg: BenchConfig,
+    first_index: int,
+    count: int,
+    shared: _Counters,
+    slot: int,
+    wait_for_start: Callable[[], None],
+    stats: _Stats,
+) -> WorkerResult:
+    """Login mode: ``count`` loops of connect, LOGIN, LOGOUT, close, flat out; a LOGIN's
+    latency is from its send to its LOGIN_RES, and only ok logins whose LOGOUT was
+    answered count."""
+    shared[slot + 2] = count
+    shared[slot + 3] = _PHASE_READY
+    wait_for_start()
+    result = WorkerResult(connections=count)
+    publisher = asyncio.create_task(_publish(stats, [], shared, slot, cfg.request_timeout_s))
+    stats.running = True
+    loops = [asyncio.create_task(_login_loop(cfg, first_index + i, stats))
+             for i in range(count)]
+    if cfg.warmup_s > 0:
+        await asyncio.sleep(cfg.warmup_s)
+    errors_before = stats.errors
+    started = time.perf_counter()
+    stats.recording = True
+    await asyncio.sleep(cfg.duration_s)
+    stats.recording = False
+    stats.running = False
+    result.elapsed_s = time.perf_counter() - started
+    result.messages = len(stats.latencies)
+    result.errors = stats.errors - errors_before
+    await asyncio.gather(*loops, return_exceptions=True)
+    result.latencies = stats.latencies.tobytes()
+    result.first_error = stats.first_error
+    publisher.cancel()
+    shared[slot] = stats.ok
+    shared[slot + 1] = stats.errors
+    shared[slot + 3] = _PHASE_DONE
+    return result
+
+
+async def _login_loop(cfg: BenchConfig, index: int, stats: _Stats) -> None:
+    loop = asyncio.get_running_loop()
+    secret = cfg.auth_secret.encode() if cfg.auth_secret else None
+    tls: dict[str, Any] = {}
+    if cfg.tls is not None:
+        tls = {"ssl": cfg.tls.context(), "server_hostname": cfg.tls.server_hostname(cfg.host)}
+    round_no = 0
+    while stats.running:
+        # New users: a fresh id every round, distinct across every loop of every worker.
+        user_id = cfg.user_id_base + index + (0 if cfg.returning
+                                              else round_no * cfg.connections)
+        round_no += 1
+        body: dict[str, Any] = {"user_id": user_id}
+        if secret is not None:
+            body["token"] = mint_token(secret, user_id, cfg.token_ttl_s)
+        conn: _LoginConnection | None = None
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: _LoginConnection(cfg.max_frame_bytes), cfg.host, cfg.port, **tls)
+                sent = perf_counter_ns()
+                msg_type, payload = await conn.request(MsgType.LOGIN_REQ, 1, body)
+                latency = perf_counter_ns() - sent
+                if msg_type != MsgType.LOGIN_RES or payload.get("ok") is not True:
+                    stats.error(f"login refused: {payload.get('error') or msg_type}")
+                    continue
+                msg_type, payload = await conn.request(MsgType.LOGOUT_REQ, 2, {})
+                if msg_type != MsgType.LOGOUT_RES or payload.get("ok") is not True:
+                    stats.error(f"logout refused: {payload}")
+                    continue
+            stats.ok += 1
+            if stats.recording:
+                stats.latencies.append(latency)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            stats.error(f"{type(exc).__name__}: {exc}")
+        finally:
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+
+
 async def _publish(
     stats: _Stats,
     conns: list[BenchConnection],
@@ -399,6 +521,9 @@ async def run_worker(
     """One worker's share of the run: connect, wait for the common start, echo (or hold
     idle, then echo once), report."""
     stats = _Stats()
+    if cfg.mode == "login":
+        return await _login_worker(cfg, first_index, count, shared, slot, wait_for_start,
+                                   stats)
     conns, failures = await _open_connections(cfg, first_index, count, stats)
     shared[slot + 2] = len(conns)
     shared[slot + 3] = _PHASE_READY
