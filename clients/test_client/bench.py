@@ -406,45 +406,17 @@ class _LoginConnection(asyncio.Protocol):
         return await waiter
 
 
-async def _login_worker(
-    cfg: BenchConfig,
-    first_index: int,
-    count: int,
-    shared: _Counters,
-    slot: int,
-    wait_for_start: Callable[[], None],
-    stats: _Stats,
-) -> WorkerResult:
+async def _login_phase(
+    cfg: BenchConfig, first_index: int, count: int, stats: _Stats, result: WorkerResult
+) -> None:
     """Login mode: ``count`` loops of connect, LOGIN, LOGOUT, close, flat out; a LOGIN's
     latency is from its send to its LOGIN_RES, and only ok logins whose LOGOUT was
     answered count."""
-    shared[slot + 2] = count
-    shared[slot + 3] = _PHASE_READY
-    wait_for_start()
-    result = WorkerResult(connections=count)
-    publisher = asyncio.create_task(_publish(stats, [], shared, slot, cfg.request_timeout_s))
     stats.running = True
     loops = [asyncio.create_task(_login_loop(cfg, first_index + i, stats))
              for i in range(count)]
-    if cfg.warmup_s > 0:
-        await asyncio.sleep(cfg.warmup_s)
-    errors_before = stats.errors
-    started = time.perf_counter()
-    stats.recording = True
-    await asyncio.sleep(cfg.duration_s)
-    stats.recording = False
-    stats.running = False
-    result.elapsed_s = time.perf_counter() - started
-    result.messages = len(stats.latencies)
-    result.errors = stats.errors - errors_before
+    await _measured_window(cfg, stats, result)
     await asyncio.gather(*loops, return_exceptions=True)
-    result.latencies = stats.latencies.tobytes()
-    result.first_error = stats.first_error
-    publisher.cancel()
-    shared[slot] = stats.ok
-    shared[slot + 1] = stats.errors
-    shared[slot + 3] = _PHASE_DONE
-    return result
 
 
 async def _login_loop(cfg: BenchConfig, index: int, stats: _Stats) -> None:
@@ -521,18 +493,23 @@ async def run_worker(
     """One worker's share of the run: connect, wait for the common start, echo (or hold
     idle, then echo once), report."""
     stats = _Stats()
+    conns: list[BenchConnection] = []
+    failures: list[str] = []
     if cfg.mode == "login":
-        return await _login_worker(cfg, first_index, count, shared, slot, wait_for_start,
-                                   stats)
-    conns, failures = await _open_connections(cfg, first_index, count, stats)
-    shared[slot + 2] = len(conns)
+        opened = count  # its connections open and close in the loops
+    else:
+        conns, failures = await _open_connections(cfg, first_index, count, stats)
+        opened = len(conns)
+    shared[slot + 2] = opened
     shared[slot + 3] = _PHASE_READY
     wait_for_start()  # blocks the loop on purpose: every connection is idle until the start
-    result = WorkerResult(connections=len(conns), connect_errors=len(failures))
+    result = WorkerResult(connections=opened, connect_errors=len(failures))
     result.first_error = failures[0] if failures else ""
-    if conns:
+    if opened:
         publisher = asyncio.create_task(_publish(stats, conns, shared, slot, cfg.request_timeout_s))
-        if cfg.idle:
+        if cfg.mode == "login":
+            await _login_phase(cfg, first_index, count, stats, result)
+        elif cfg.idle:
             await _idle_phase(cfg, conns, stats, result)
         else:
             await _echo_phase(cfg, conns, stats, result)
@@ -551,10 +528,16 @@ async def run_worker(
 async def _echo_phase(
     cfg: BenchConfig, conns: list[BenchConnection], stats: _Stats, result: WorkerResult
 ) -> None:
-    """Closed-loop echo on every connection: warm-up, then ``duration_s`` measured."""
+    """Closed-loop requests on every connection (ECHO or MOVE), measured."""
     stats.running = True
     for conn in conns:
         conn.send()
+    await _measured_window(cfg, stats, result)
+
+
+async def _measured_window(cfg: BenchConfig, stats: _Stats, result: WorkerResult) -> None:
+    """Warm-up, then ``duration_s`` measured, then stop (every closed-loop mode's window;
+    the parent's CPU watch assumes exactly this timing)."""
     if cfg.warmup_s > 0:
         await asyncio.sleep(cfg.warmup_s)
     errors_before = stats.errors
