@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import orjson
 import pytest
 
+from protocol import FrameSplitter, MsgType, encode_frame, read_header
 from protocol.auth import verify_token
+from protocol.frame import HEADER, FrameHeader
 from test_client import GameClient
 from test_client.shell import execute, split_script
 from test_client.testing import EchoServerProcess, free_port
@@ -196,41 +200,44 @@ def test_bench_idle_text_report(echo_server: EchoServerProcess) -> None:
     assert "errors      0" in done.stdout
 
 
-async def test_bench_counts_an_answer_that_is_not_its_requests_echo_as_an_error() -> None:
-    """A server that answers each ECHO_REQ with the right type and sequence id but the
-    first request's payload (a mixed-up answer): every later answer is an error."""
-    import asyncio
+async def bench_against(answer: Callable[[FrameHeader, bytes], bytes],
+                        *args: str) -> tuple[dict[str, Any], str]:
+    """Run ``bench *args`` against a one-off server that answers each frame with
+    ``answer(header, frame)``; returns the JSON report and everything bench printed."""
 
-    from protocol import FrameSplitter, MsgType, encode_frame, read_header
-    from protocol.frame import HEADER
-
-    first_payload: list[bytes] = []
-
-    class MixedUp(asyncio.Protocol):
+    class Answering(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
+            self.transport = cast(asyncio.Transport, transport)
             self.splitter = FrameSplitter(65536)
 
         def data_received(self, data: bytes) -> None:
             for frame in self.splitter.feed(data):
-                header = read_header(frame)
-                payload = frame[HEADER.size:]
-                if not first_payload:
-                    first_payload.append(payload)
-                self.transport.write(  # type: ignore[attr-defined]
-                    encode_frame(MsgType.ECHO_RES, header.sequence_id, first_payload[0]))
+                self.transport.write(answer(read_header(frame), frame))
 
-    server = await asyncio.get_running_loop().create_server(MixedUp, "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(Answering, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         done = await asyncio.to_thread(
-            run_cli, "bench", "--host", "127.0.0.1", "--port", str(port), "--no-login",
-            "--connections", "2", "--duration", "1", "--warmup", "0", "--json")
+            run_cli, "bench", "--host", "127.0.0.1", "--port", str(port), "--duration", "1",
+            "--warmup", "0", "--json", *args)
     finally:
         server.close()
-    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return orjson.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr
+
+
+async def test_bench_counts_an_answer_that_is_not_its_requests_echo_as_an_error() -> None:
+    """A server that answers each ECHO_REQ with the right type and sequence id but the
+    first request's payload (a mixed-up answer): every later answer is an error."""
+    first_payload: list[bytes] = []
+
+    def mixed_up(header: FrameHeader, frame: bytes) -> bytes:
+        if not first_payload:
+            first_payload.append(frame[HEADER.size:])
+        return encode_frame(MsgType.ECHO_RES, header.sequence_id, first_payload[0])
+
+    report, output = await bench_against(mixed_up, "--no-login", "--connections", "2")
     assert report["errors"] > 0 and report["messages"] <= 2, report  # at most the first each
-    assert "ECHO_RES payload is not the request's" in done.stdout + done.stderr, report
+    assert "ECHO_RES payload is not the request's" in output, report
 
 
 def test_bench_reports_cpu_of_watched_processes_over_the_window(
@@ -262,34 +269,14 @@ def test_bench_refuses_a_malformed_watch() -> None:
 async def test_bench_move_mode_counts_a_move_applied_twice_as_an_error() -> None:
     """A server whose every MOVE_RES says ``moves: 1``: the first answer is right (the
     login said 0), every later one is not "one more" and is an error."""
-    import asyncio
 
-    from protocol import FrameSplitter, MsgType, encode_frame, read_header
+    def stuck_at_one(header: FrameHeader, frame: bytes) -> bytes:
+        if header.msg_type == MsgType.LOGIN_REQ:
+            return encode_frame(MsgType.LOGIN_RES, header.sequence_id, orjson.dumps(
+                {"ok": True, "state": {"x": 0, "y": 0, "moves": 0}}))
+        return encode_frame(MsgType.MOVE_RES, header.sequence_id, orjson.dumps(
+            {"x": 12.5, "y": -3.25, "moves": 1}))
 
-    class StuckAtOne(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-            self.splitter = FrameSplitter(65536)
-
-        def data_received(self, data: bytes) -> None:
-            for frame in self.splitter.feed(data):
-                header = read_header(frame)
-                if header.msg_type == MsgType.LOGIN_REQ:
-                    answer = encode_frame(MsgType.LOGIN_RES, header.sequence_id, orjson.dumps(
-                        {"ok": True, "state": {"x": 0, "y": 0, "moves": 0}}))
-                else:
-                    answer = encode_frame(MsgType.MOVE_RES, header.sequence_id, orjson.dumps(
-                        {"x": 12.5, "y": -3.25, "moves": 1}))
-                self.transport.write(answer)  # type: ignore[attr-defined]
-
-    server = await asyncio.get_running_loop().create_server(StuckAtOne, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        done = await asyncio.to_thread(
-            run_cli, "bench", "--host", "127.0.0.1", "--port", str(port), "--mode", "move",
-            "--connections", "1", "--duration", "1", "--warmup", "0", "--json")
-    finally:
-        server.close()
-    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    report, output = await bench_against(stuck_at_one, "--mode", "move", "--connections", "1")
     assert report["errors"] > 0 and report["messages"] <= 1, report
-    assert "MOVE_RES is not moves 2" in done.stdout + done.stderr, report
+    assert "MOVE_RES is not moves 2" in output, report
