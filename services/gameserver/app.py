@@ -176,6 +176,7 @@ class GameServerApp:
         mesh_server.close()
         self.mesh.close()
         ops.close()
+        await store.close()
         await self.redis.aclose()
         self.zmq.term()
         log.info("GameServer stopped: node %d", node_id)

@@ -13,10 +13,10 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from gameserver import metrics
 from gameserver.keys import Keys
+from gameserver.script_calls import ScriptCalls
 from gameserver.state import PlayerState
 
 SEQ_BYTES = 8
@@ -93,16 +93,20 @@ class SessionStore:
         self.keys = keys
         self.owner = owner
         self.node_id = node_id
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(_script_text(name))
+        self._calls = ScriptCalls(client, {
+            name: _script_text(name)
             for name in ("login", "resume", "commit", "detach", "logout", "renew", "locate",
                          "end_session")
-        }
+        })
+
+    async def close(self) -> None:
+        """Let the script calls in flight finish."""
+        await self._calls.close()
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         start = time.perf_counter()
         try:
-            return await self._scripts[name](keys=list(keys), args=list(args))
+            return await self._calls.call(name, keys, args)
         except Exception:
             metrics.redis_errors.labels(name).inc()
             raise
@@ -113,11 +117,34 @@ class SessionStore:
         self, user_id: int, key_hash: str, gateway: bytes, socket_hex: str, login_seq: int,
         lease_ms: int, tomb_ms: int, accept_lz4: bool,
     ) -> LoginResult:
+        """Replace the user's session, wherever it is, with a new one."""
+        result = await self._login(user_id, key_hash, gateway, socket_hex, login_seq,
+                                   lease_ms, tomb_ms, accept_lz4, defer=False)
+        assert isinstance(result, LoginResult)  # never deferred
+        return result
+
+    async def login_unless_elsewhere(
+        self, user_id: int, key_hash: str, gateway: bytes, socket_hex: str, login_seq: int,
+        lease_ms: int, tomb_ms: int, accept_lz4: bool,
+    ) -> LoginResult | Location:
+        """:meth:`login`, except that a session of the user owned by another node is left
+        alone and its :class:`Location` returned, so that its owner can be asked to let go
+        first. One round trip, not a lookup and then a login, in the usual case: no session,
+        or one of ours."""
+        return await self._login(user_id, key_hash, gateway, socket_hex, login_seq,
+                                 lease_ms, tomb_ms, accept_lz4, defer=True)
+
+    async def _login(
+        self, user_id: int, key_hash: str, gateway: bytes, socket_hex: str, login_seq: int,
+        lease_ms: int, tomb_ms: int, accept_lz4: bool, defer: bool,
+    ) -> LoginResult | Location:
         r = await self._run("login", (), (
             self.keys.prefix, user_id, key_hash, self.owner, self.node_id, gateway.decode(),
             socket_hex, login_seq, lease_ms, int(time.time() * 1000), tomb_ms,
-            int(accept_lz4),
+            int(accept_lz4), int(defer),
         ))
+        if r[0] == b"ELSEWHERE":
+            return Location(int(r[1]), int(r[2]), r[3] == b"1")
         old_sid = int(r[1]) if r[1] else None
         return LoginResult(
             session_id=int(r[0]),
