@@ -56,8 +56,8 @@ class FakeStore:
         self.second_login_may_finish = asyncio.Event()
         self.second_login_started = asyncio.Event()
 
-    async def locate_user(self, user_id: int) -> None:
-        return None
+    async def login_unless_elsewhere(self, user_id: int, *args: Any) -> LoginResult:
+        return await self.login(user_id, *args)  # no other node in this test
 
     async def login(self, user_id: int, *args: Any) -> LoginResult:
         self.logins += 1

@@ -26,7 +26,13 @@ from gameserver.link import GatewayLink
 from gameserver.mesh import MeshClient, MeshError
 from gameserver.pipeline import Middleware, Router, compose
 from gameserver.state import PlayerState, ResponseCache, Session, SessionTable
-from gameserver.store import Location, ResumeRejected, ResumeResult, SessionStore
+from gameserver.store import (
+    Location,
+    LoginResult,
+    ResumeRejected,
+    ResumeResult,
+    SessionStore,
+)
 from protocol.internal import Kind, Record, format_socket_id, pack_reroute
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
@@ -251,27 +257,30 @@ class Hub:
     async def _login(self, ctx: RequestContext, user_id: int, accept_lz4: bool, key: str,
                      key_hash: str, deadline: float) -> Session:
         released_elsewhere: int | None = None
+        login_args = (user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
+                      self.lease_ms, TOMBSTONE_MS, accept_lz4)
         try:
+            attempt: LoginResult | Location
             async with asyncio.timeout_at(deadline):
-                previous = await self.store.locate_user(user_id)
-                held_here = user_id in self.sessions.by_user
-                if held_here:
+                if user_id in self.sessions.by_user:
                     # The session this login replaces may have state changes on their way
                     # to Redis; let them land first, or the login would fence them out and
                     # read stale state.
                     await self.commits.barrier()
-            if not held_here and previous is not None and previous.node_id != self.node_id:
+                    attempt = await self.store.login(*login_args)
+                else:
+                    attempt = await self.store.login_unless_elsewhere(*login_args)
+            if isinstance(attempt, Location):
+                # Another node owns the user's session: ask it to let go, then log in.
                 asked_at = self._loop.time()
-                if await self.release_elsewhere(previous, KickReason.DUPLICATE_LOGIN):
+                if await self.release_elsewhere(attempt, KickReason.DUPLICATE_LOGIN):
                     # Its owner flushed, kicked (DUPLICATE_LOGIN) and forgot it. Had it not
                     # answered in time, the login would go ahead anyway (forced takeover).
-                    released_elsewhere = previous.session_id
+                    released_elsewhere = attempt.session_id
                 deadline += self._loop.time() - asked_at  # mesh time is not Redis time
-            async with asyncio.timeout_at(deadline):
-                result = await self.store.login(
-                    user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
-                    self.lease_ms, TOMBSTONE_MS, accept_lz4,
-                )
+                async with asyncio.timeout_at(deadline):
+                    attempt = await self.store.login(*login_args)
+            result = attempt
         except REDIS_FAILURES as exc:
             log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id,
                       exc or type(exc).__name__)

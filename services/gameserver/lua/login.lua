@@ -1,7 +1,9 @@
 -- Atomic login: replace the user's previous session (if any) with a new one.
 -- ARGV: prefix, user_id, key_hash, owner, node_id, gateway, socket, login_seq,
---       lease_ms, now_ms, tomb_ms, lz4 ('1' when the client accepts LZ4)
+--       lease_ms, now_ms, tomb_ms, lz4 ('1' when the client accepts LZ4),
+--       defer ('1': if another node owns the user's session, change nothing and say so)
 -- Returns: {sid, old_sid, old_node_id, old_gateway, old_socket, old_attached, x, y, moves}
+--       or, deferring, {'ELSEWHERE', old_sid, old_node_id, old_attached}
 local p, uid = ARGV[1], ARGV[2]
 local ukey = p .. 'user:' .. uid .. ':session'
 local old = redis.call('GET', ukey)
@@ -10,6 +12,9 @@ if old then
   local ok = p .. 'sess:' .. old
   local f = redis.call('HMGET', ok, 'node_id', 'gateway', 'socket', 'attached')
   old_node, old_gw, old_sock, old_att = f[1] or false, f[2] or false, f[3] or false, f[4] or false
+  if ARGV[13] == '1' and old_node and old_node ~= ARGV[5] then
+    return {'ELSEWHERE', old, old_node, old_att or '0'}
+  end
   redis.call('DEL', ok, ok .. ':resp', ok .. ':tomb')
 end
 local sid = redis.call('INCR', p .. 'seq:session')
