@@ -191,8 +191,9 @@ class SessionStore:
         ``'moved'`` (another owner) or ``'gone'`` (no longer exists)."""
         args: list[Any] = [self.keys.prefix, cache_size, lease_ms, self.owner]
         for w in writes:
-            args += [w.session_id, w.epoch, w.user_id, repr(w.player.x), repr(w.player.y),
-                     w.player.moves, w.last_seq, len(w.responses)]
+            player = w.player
+            args.append(f"{w.session_id} {w.epoch} {w.user_id} {player.x!r} {player.y!r} "
+                        f"{player.moves} {w.last_seq} {len(w.responses)}".encode())
             args += [seq.to_bytes(SEQ_BYTES, "big") + body for seq, body in w.responses]
         fenced = await self._run("commit", (), args)
         return {int(fenced[i]): _text(fenced[i + 1]) for i in range(0, len(fenced), 2)}
