@@ -59,3 +59,35 @@ async def test_bench_login_mode_logs_in_and_out_new_and_returning_users(
         assert report["mode"] == "login" and report["errors"] == 0, report
         assert report["messages"] >= 10, report  # logins measured, each with its LOGOUT
         assert 0 < report["p50_ms"] <= report["p99_ms"], report
+
+
+async def test_bench_paced_load_keeps_to_its_rate(system: Cluster) -> None:
+    base = new_user_id()
+    for _ in range(20):
+        new_user_id()
+    host, port = system.gateway_address
+    done = await asyncio.to_thread(
+        run_cli, "bench", "--host", host, "--port", str(port), "--connections", "20",
+        "--rate", "10", "--duration", "2", "--json", "--user-id-base", str(base))
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] == 0 and report["rate_per_connection"] == 10, report
+    # 20 connections x 10/s x 2 s: never more than the pace allows (one request may be
+    # in flight at each edge of the window), and not starved either.
+    assert 200 <= report["messages"] <= 400 + 2 * 20, report
+
+
+async def test_bench_lz4_answers_come_compressed_and_match(system: Cluster) -> None:
+    base = new_user_id()
+    for _ in range(5):
+        new_user_id()
+    host, port = system.gateway_address
+    done = await asyncio.to_thread(
+        run_cli, "bench", "--host", host, "--port", str(port), "--connections", "5",
+        "--payload-bytes", "16384", "--lz4", "--duration", "1", "--json",
+        "--user-id-base", str(base))
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert report["errors"] == 0 and report["messages"] > 0, report
+    # Every 16 KB answer is above COMPRESSION_THRESHOLD_BYTES: all came compressed.
+    assert report["compressed_answers"] >= report["messages"], report

@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="login mode: each loop logs the same user in again (default: a new user each "
         "time)")
     bench.add_argument(
+        "--rate", type=float, default=0.0, metavar="PER_SECOND",
+        help="paced load: requests a second per connection, one in flight (default 0: "
+        "flat out); latency then counts from when each request was due")
+    bench.add_argument(
+        "--lz4", action="store_true",
+        help="log in accepting LZ4: large answers come compressed (checked after "
+        "decompression)")
+    bench.add_argument(
         "--watch", action="append", default=[], metavar="NAME=PID", type=_name_pid,
         help="also report this process's CPU over the measured window (repeatable; the "
         "servers under test); the load generator's own and the machine's idle share are "
@@ -166,6 +174,9 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.rate < 0:
+        print("test_client bench: --rate must be 0 (flat out) or more", file=sys.stderr)
+        return 2
     if args.mode in ("move", "login") and args.no_login:
         print(f"test_client bench: --mode {args.mode} needs the login: drop --no-login",
               file=sys.stderr)
@@ -190,6 +201,8 @@ def _bench(args: argparse.Namespace) -> int:
         watch=tuple(args.watch),
         mode=args.mode,
         returning=args.returning,
+        rate_per_connection=args.rate,
+        lz4=args.lz4,
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

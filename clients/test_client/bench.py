@@ -102,6 +102,13 @@ class BenchConfig:
     #: instead of a new user every time.
     returning: bool = False
     ping_interval_s: float = 0.0
+    #: Paced load: each connection sends this many requests a second (still one in flight),
+    #: a game-like load instead of flat out; 0 = closed loop, flat out. Latency counts from
+    #: when a request was due, so an answer that delays the next request is not hidden.
+    rate_per_connection: float = 0.0
+    #: Log in accepting LZ4: answers above the GameServer's COMPRESSION_THRESHOLD_BYTES come
+    #: compressed (and are checked after decompression).
+    lz4: bool = False
     #: Connect over TLS (each worker builds its context from these plain options).
     tls: TlsOptions | None = None
     #: Other processes whose CPU the report shows over the measured window (name, pid):
@@ -119,6 +126,7 @@ class WorkerResult:
     latencies: bytes = b""
     first_error: str = ""
     pongs: int = 0  # idle mode: PING_REQs answered during the hold
+    compressed: int = 0  # answers that came LZ4-compressed
     dropped: int = 0  # idle mode: connections the server closed during the hold
 
 
@@ -145,7 +153,8 @@ def move_frame() -> bytes:
 class _Stats:
     """Counters shared by all connections of one worker (plain attributes: cheapest)."""
 
-    __slots__ = ("errors", "first_error", "latencies", "ok", "recording", "running")
+    __slots__ = ("compressed", "errors", "first_error", "latencies", "ok", "recording",
+                 "running")
 
     def __init__(self) -> None:
         self.ok = 0
@@ -154,6 +163,7 @@ class _Stats:
         self.recording = False
         self.latencies = array("q")
         self.first_error = ""
+        self.compressed = 0  # answers that came LZ4-compressed (and matched)
 
     def error(self, text: str) -> None:
         self.errors += 1
@@ -170,10 +180,12 @@ class BenchConnection(asyncio.Protocol):
 
     __slots__ = (
         "answer",
+        "due",
         "expected",
         "frame",
         "in_flight",
         "index",
+        "interval_ns",
         "login_frame",
         "moves",
         "ready",
@@ -204,6 +216,9 @@ class BenchConnection(asyncio.Protocol):
         self.in_flight = False
         self.sent_at = 0
         self.expected = _ECHO_RES  # the answer type of the request in flight
+        #: Paced load: nanoseconds between requests (0: flat out), and when the next is due.
+        self.interval_ns = 0
+        self.due = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -235,7 +250,10 @@ class BenchConnection(asyncio.Protocol):
                     if stats.recording:
                         stats.latencies.append(now - self.sent_at)
                 if stats.running:
-                    self.send()
+                    if self.interval_ns:
+                        self._send_when_due(now)
+                    else:
+                        self.send()
         if self.splitter.error is not None:
             self.stats.error(f"framing: {self.splitter.error}")
             self.abandon()
@@ -247,9 +265,11 @@ class BenchConnection(asyncio.Protocol):
         if not flags:
             return memoryview(answer)[HEADER.size:] == request
         try:
-            return bool(decode_payload(answer, flags) == orjson.loads(request))
+            same = bool(decode_payload(answer, flags) == orjson.loads(request))
         except (BadPayload, orjson.JSONDecodeError):
             return False
+        self.stats.compressed += same
+        return same
 
     def _counts_one_more(self, answer: bytes, flags: int) -> bool:
         """Exactly once: this MOVE_RES says ``moves`` is the last acknowledged + 1."""
@@ -261,6 +281,19 @@ class BenchConnection(asyncio.Protocol):
             return False
         self.moves += 1
         return True
+
+    def start_paced(self, interval_ns: int, first_due: int) -> None:
+        """Paced load: the first request at ``first_due`` (``perf_counter_ns``), then one
+        every ``interval_ns``, or at once when the previous answer came too late."""
+        self.interval_ns = interval_ns
+        self.due = first_due
+        self._send_when_due(perf_counter_ns())
+
+    def _send_when_due(self, now: int) -> None:
+        if now >= self.due:
+            self.send()
+        else:
+            asyncio.get_running_loop().call_later((self.due - now) / 1e9, self.send)
 
     def send(self) -> None:
         seq = self.seq + 1
@@ -274,7 +307,12 @@ class BenchConnection(asyncio.Protocol):
             self.frame[_TAG_OFFSET:_TAG_OFFSET + _TAG_LENGTH] = b"%06d%010d" % (
                 self.index, seq % 10_000_000_000)
         self.in_flight = True
-        self.sent_at = perf_counter_ns()
+        if self.interval_ns:
+            # Latency from when the request was due: a late answer's delay counts.
+            self.sent_at = self.due
+            self.due += self.interval_ns
+        else:
+            self.sent_at = perf_counter_ns()
         transport.write(self.frame)
 
     def ping(self) -> None:
@@ -344,6 +382,8 @@ async def _open_connections(
             body: dict[str, Any] = {"user_id": user_id}
             if secret is not None:
                 body["token"] = mint_token(secret, user_id, cfg.token_ttl_s)
+            if cfg.lz4:
+                body["accept_compression"] = ["lz4"]
             login_frame = encode_message(MsgType.LOGIN_REQ, 1, body)
         conn: BenchConnection | None = None
         async with gate:
@@ -515,6 +555,7 @@ async def run_worker(
             await _echo_phase(cfg, conns, stats, result)
         result.latencies = stats.latencies.tobytes()
         result.first_error = result.first_error or stats.first_error
+        result.compressed = stats.compressed
         publisher.cancel()
         shared[slot] = stats.ok
         shared[slot + 1] = stats.errors
@@ -530,8 +571,15 @@ async def _echo_phase(
 ) -> None:
     """Closed-loop requests on every connection (ECHO or MOVE), measured."""
     stats.running = True
-    for conn in conns:
-        conn.send()
+    if cfg.rate_per_connection > 0:
+        # Spread the first requests over one interval, so the load is even, not in waves.
+        interval_ns = int(1e9 / cfg.rate_per_connection)
+        start = perf_counter_ns()
+        for i, conn in enumerate(conns):
+            conn.start_paced(interval_ns, start + interval_ns * i // len(conns))
+    else:
+        for conn in conns:
+            conn.send()
     await _measured_window(cfg, stats, result)
 
 
@@ -782,6 +830,8 @@ def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) 
         "payload_bytes": cfg.payload_bytes,
         "login": cfg.login,
         "first_error": next((r.first_error for r in results if r.first_error), ""),
+        "compressed_answers": sum(r.compressed for r in results),
+        "rate_per_connection": cfg.rate_per_connection,
     }
     report["mode"] = cfg.mode
     if cfg.idle:
@@ -798,9 +848,12 @@ def build_report(cfg: BenchConfig, processes: int, results: list[WorkerResult]) 
 def format_report(report: dict[str, Any], cfg: BenchConfig) -> str:
     if cfg.idle:
         return _format_idle_report(report, cfg)
+    load = (f"paced {cfg.rate_per_connection:g}/s per connection"
+            if cfg.rate_per_connection > 0 else "flat out")
     lines = [
         f"target      {cfg.host}:{cfg.port}  ({'login' if cfg.login else 'no login'}, "
-        f"{cfg.payload_bytes}-byte payloads, {report['processes']} process(es))",
+        f"{cfg.mode}, {cfg.payload_bytes}-byte payloads{', LZ4' if cfg.lz4 else ''}, {load}, "
+        f"{report['processes']} process(es))",
         f"connections {report['connections']} open, {report['connect_errors']} failed",
         f"messages    {report['messages']} in {report['duration_s']} s = "
         f"{report['msgs_per_s']:.0f} msgs/s",
