@@ -298,13 +298,15 @@ def throwaway_curve_key(workdir: Path) -> list[str]:
 
 @contextlib.contextmanager
 def processes(workdir: Path, log_level: str, tls: bool = False,
-              curve: bool = False) -> Iterator[dict[str, int]]:
+              curve: bool = False, reuse_port: bool = False) -> Iterator[dict[str, int]]:
     """redis-server, GameServer, Gateway (also on TLS with ``tls``) and the echo server;
     with ``curve`` a second redis-server, GameServer and Gateway whose internal traffic
-    uses CURVE (``curve_client``). Yields their ports (and ``pid_<name>``: process ids)."""
+    uses CURVE (``curve_client``); with ``reuse_port`` two more Gateway processes in front
+    of the same GameServer, sharing one client port with SO_REUSEPORT (``gw_pair``).
+    Yields their ports (and ``pid_<name>``: process ids)."""
     ports = {name: free_port() for name in (
         "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "gw_tls",
-        "echo")}
+        "echo", "gw_pair")}
     tls_flags = ([*throwaway_certificate(workdir), "--tls-port", str(ports["gw_tls"])]
                  if tls else [])
     with running(workdir, log_level, ECHO_BENCH_ENV) as services:
@@ -320,6 +322,13 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
         wait_for(lambda: ready(ports["gs_metrics"]), "GameServer")
         wait_for(lambda: ready(ports["gw_metrics"]), "Gateway")
         wait_for(lambda: listening(ports["echo"]), "echo server")
+        if reuse_port:
+            for index in (1, 2):
+                pair, _, metrics_port = services.gateway(
+                    f"gateway-pair-{index}", ports["redis"], 1 + index, ports["gw_pair"],
+                    extra=["--reuse-port", "true"])
+                ports[f"pid_pair_gateway_{index}"] = pair.pid
+                wait_for(lambda port=metrics_port: ready(port), f"Gateway pair {index}")
         if curve:
             curve_flags = throwaway_curve_key(workdir)
             redis_port = services.redis("curve-redis")
@@ -431,10 +440,17 @@ def _log_run(round_no: int, target: str, conns: int, result: dict[str, Any]) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import bench_curves  # the sibling script; it imports this one
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster", action="store_true",
                         help="compare 1 Gateway x 1 GameServer with 2 x 3 instead of (a)/(b)")
+    parser.add_argument("--curves", action="store_true",
+                        help="the scaling curves instead (scripts/bench_curves.py): (a) and "
+                        "(b) against connections (flat out), payload size (with LZ4) and a "
+                        "paced game-like load")
+    bench_curves.add_arguments(parser)
     parser.add_argument("--rounds", type=int, default=None, help="3 (cluster mode: 5)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -454,11 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curve", action="store_true",
                         help="also (d): the full path of a second GameServer and Gateway whose "
                         "internal traffic uses CURVE, reported against (b)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="also (e): the full path through two Gateway processes sharing "
+                        "one client port (GATEWAY_REUSE_PORT) in front of the same "
+                        "GameServer, reported against (b)'s one Gateway process")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 5 if args.cluster else 3
+        args.rounds = 5 if args.cluster else 2 if args.curves else 3
+    if args.curves:
+        return bench_curves.run(args)
     if args.connections is None:
         args.connections = "100,1000" if args.cluster else "1,100,1000"
     counts = [int(c) for c in args.connections.split(",")]
@@ -467,12 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     user_base = 10_000_000
     with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \
-            processes(Path(tmp), args.log_level, args.tls, args.curve) as ports:
+            processes(Path(tmp), args.log_level, args.tls, args.curve,
+                      args.reuse_port) as ports:
         targets = {"a_echo": ports["echo"], "b_full": ports["gw_client"]}
         if args.tls:
             targets["c_tls"] = ports["gw_tls"]
         if args.curve:
             targets["d_curve"] = ports["curve_client"]
+        if args.reuse_port:
+            targets["e_2gw"] = ports["gw_pair"]
         tls_client = ["--tls-ca", str(Path(tmp) / "ca.pem"), "--tls-server-name", "localhost"]
         #: Whose CPU each target's runs report, besides the load generator's.
         watched = {
@@ -482,6 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "c_tls": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
             "d_curve": {"gateway": ports.get("pid_curve_gateway", 0),
                         "gameserver": ports.get("pid_curve_gameserver", 0)},
+            "e_2gw": {"gateway_1": ports.get("pid_pair_gateway_1", 0),
+                      "gateway_2": ports.get("pid_pair_gateway_2", 0),
+                      "gameserver": ports["pid_gameserver"], "redis": ports["pid_redis"]},
         }
         for round_no in range(1, args.rounds + 1):
             for conns in counts:
@@ -505,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.curve:
         report["curve_summary"] = curve_summary = summarize(runs, counts, ("b_full", "d_curve"))
         print(versus_markdown(curve_summary, "d_curve", "CURVE"))
+    if args.reuse_port:
+        report["reuse_port_summary"] = pair_summary = summarize(runs, counts,
+                                                                ("b_full", "e_2gw"))
+        print(versus_markdown(pair_summary, "e_2gw", "2 Gateway processes (SO_REUSEPORT)"))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str))
     return 0
@@ -559,7 +591,7 @@ def cluster_main(args: argparse.Namespace, counts: list[int]) -> int:
 def versus_markdown(summary: list[dict[str, Any]], target: str, name: str) -> str:
     """A variant of the full path (TLS clients: (c); CURVE inside: (d)) against (b)."""
     letter = target[0]
-    lines = ["", f"| conns | (b) plaintext msgs/s | p99 ms | ({letter}) {name} msgs/s | "
+    lines = ["", f"| conns | (b) full path msgs/s | p99 ms | ({letter}) {name} msgs/s | "
              f"p99 ms | {letter}/b (min-max) |", "|---:|---:|---:|---:|---:|---|"]
     for row in summary:
         lines.append(

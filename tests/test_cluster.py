@@ -19,6 +19,7 @@ import redis as redis_sync
 from protocol import ErrorCode, KickReason, MsgType
 from test_client.client import GameClient
 from tests.support.cluster import Cluster
+from tests.support.ports import free_port
 from tests.support.raw import RawClient
 from tests.support.users import new_user_id
 from tests.support.waiting import wait_until, wait_until_async
@@ -496,6 +497,31 @@ async def test_gateway_replicas_may_share_a_node_id(system_factory) -> None:  # 
             assert res.payload == {"n": seq}
     for client in clients:
         await client.close()
+
+
+async def test_gateway_processes_share_one_port_with_reuse_port(system_factory) -> None:  # type: ignore[no-untyped-def]
+    """GATEWAY_REUSE_PORT: one node's cores serve one port, each Gateway process one core."""
+    cluster: Cluster = system_factory(gameservers=1, gateways=0, env=CLUSTER_ENV)
+    port = free_port()
+    flags = ["--client-port", str(port), "--reuse-port", "true"]
+    first, second = (cluster.add_gateway(node_id=7, flags=flags),
+                     cluster.add_gateway(node_id=7, flags=flags))
+    address = (first.host, port)
+    clients = [await RawClient.connect(address) for _ in range(40)]
+    for client in clients:
+        await client.login(new_user_id())
+        assert (await client.request(MsgType.ECHO_REQ, 2, {"n": 2})).payload == {"n": 2}
+    # The kernel spread the connections over both processes (all 40 on one: 2**-39).
+    held = [node.process.metric("gateway_connected_clients") for node in (first, second)]
+    assert sum(held) == 40 and min(held) > 0, held
+    for client in clients:
+        await client.close()
+    # One process stops: the port goes on serving new clients through the other.
+    assert first.terminate() == 0
+    later = await RawClient.connect(address)
+    await later.login(new_user_id())
+    assert (await later.request(MsgType.ECHO_REQ, 2, {"n": 3})).payload == {"n": 3}
+    await later.close()
 
 
 async def test_drain_right_after_a_peer_died_still_hands_everything_over(

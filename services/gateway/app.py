@@ -115,7 +115,7 @@ class GatewayApp:
             try:
                 servers.append(await loop.create_server(
                     client, config.client_host, config.client_port, reuse_address=True,
-                    backlog=4096))
+                    reuse_port=config.reuse_port, backlog=4096))
             except OSError as exc:
                 give_up()
                 return bind_failed(log, exc, config.client_port, "GATEWAY_CLIENT_PORT")
@@ -126,7 +126,8 @@ class GatewayApp:
                 # The idle timeout covers the handshake too.
                 servers.append(await loop.create_server(
                     lambda: TlsConnection(server_tls, client, config.idle_timeout_s),
-                    config.client_host, config.tls_port, reuse_address=True, backlog=4096))
+                    config.client_host, config.tls_port, reuse_address=True,
+                    reuse_port=config.reuse_port, backlog=4096))
             except OSError as exc:
                 give_up()
                 return bind_failed(log, exc, config.tls_port, "GATEWAY_TLS_PORT")

@@ -26,6 +26,11 @@ class GatewayConfig(CommonConfig):
     plaintext: bool = setting(
         True, env="GATEWAY_PLAINTEXT",
         help="also listen for plaintext clients on GATEWAY_CLIENT_PORT (false: TLS only)")
+    reuse_port: bool = setting(
+        False, env="GATEWAY_REUSE_PORT",
+        help="listen with SO_REUSEPORT, so that several Gateway processes on one host share "
+        "the client ports and the kernel spreads new connections over them (one process is "
+        "one core)")
     p2p_port: int = setting(
         8001, env="GATEWAY_P2P_PORT",
         help="reserved for GameServer-initiated P2P connections; v1 Gateways dial the "
