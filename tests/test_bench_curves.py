@@ -1,0 +1,37 @@
+"""``scripts/bench.py --curves --plot``: the one command that regenerates the scaling curves
+of docs/BENCHMARKS.md runs every sweep against the real system and draws the PNG. Tiny
+settings: this checks that it works, never how fast anything is."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_curves_run_every_sweep_and_draw_the_plot(tmp_path: Path) -> None:
+    png, report = tmp_path / "curves.png", tmp_path / "curves.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--curves", "--rounds", "1", "--duration", "0.5",
+         "--warmup", "0", "--curve-connections", "1,4", "--curve-payloads", "2048",
+         "--curve-rates", "5", "--curve-paced-connections", "10", "--plot", str(png),
+         "--json-out", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for title in ("**connections**", "**payload**", "**paced** (10 connections"):
+        assert title in done.stdout, done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = orjson.loads(report.read_bytes())["runs"]
+    # Every point on both targets, every answer checked, none wrong.
+    assert sorted((r["sweep"], r["x"], r["target"]) for r in runs) == sorted(
+        (sweep, x, target) for sweep, x in (("connections", 1), ("connections", 4),
+                                            ("payload", 2048), ("paced", 5))
+        for target in ("a_echo", "b_full"))
+    assert all(r["errors"] == 0 and r["messages"] > 0 for r in runs), runs
+    # The full path's 2 KB answers came LZ4-compressed and still matched their requests.
+    payload_run = next(r for r in runs if r["sweep"] == "payload" and r["target"] == "b_full")
+    assert payload_run["compressed_answers"] >= payload_run["messages"]
