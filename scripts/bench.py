@@ -462,11 +462,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true",
                         help="also (c): the full path through the Gateway's TLS port (a "
                         "throwaway certificate), reported against (b)")
-    parser.add_argument("--mode", choices=("echo", "move", "login"), default="echo",
+    parser.add_argument("--mode", choices=("echo", "move", "login", "idle"), default="echo",
                         help="what (b), (c) and (d) do: ECHO_REQ (default); MOVE_REQ, a state "
                         "change committed to Redis, every answer checked to count moves "
                         "exactly once; or login: connect, LOGIN, LOGOUT, close in a loop per "
-                        "connection (msgs/s is then logins/s); (a) is always the raw echo")
+                        "connection (msgs/s is then logins/s); (a) is always the raw echo. "
+                        "idle: the memory of 10,000 idle logged-in connections instead "
+                        "(scripts/bench_idle.py; --rounds, --connections and --json-out pass "
+                        "through)")
+    parser.add_argument("--returning", action="store_true",
+                        help="--mode login: each loop logs the same user in again")
     parser.add_argument("--curve", action="store_true",
                         help="also (d): the full path of a second GameServer and Gateway whose "
                         "internal traffic uses CURVE, reported against (b)")
@@ -481,6 +486,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds = 5 if args.cluster else 2 if args.curves else 3
     if args.curves:
         return bench_curves.run(args)
+    if args.mode == "idle":
+        import bench_idle  # the sibling script
+
+        return bench_idle.main([
+            "--rounds", str(args.rounds), "--log-level", args.log_level,
+            *(("--connections", args.connections) if args.connections else ()),
+            *(("--json-out", str(args.json_out)) if args.json_out else ())])
     if args.connections is None:
         args.connections = "100,1000" if args.cluster else "1,100,1000"
     counts = [int(c) for c in args.connections.split(",")]
@@ -516,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for target, port in targets.items():
                     user_base += 10_000
                     extra = [*(tls_client if target == "c_tls" else ()),
-                             *(("--mode", args.mode) if target != "a_echo" else ())]
+                             *(("--mode", args.mode) if target != "a_echo" else ()),
+                             *(("--returning",) if args.returning and target != "a_echo"
+                               else ())]
                     result = run_load(port, conns, args.duration, args.warmup,
                                       args.payload_bytes, user_base, args.loadgen_processes,
                                       extra, watched[target])

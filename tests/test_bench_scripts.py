@@ -1,6 +1,6 @@
-"""``scripts/bench.py --curves --plot``: the one command that regenerates the scaling curves
-of docs/BENCHMARKS.md runs every sweep against the real system and draws the PNG. Tiny
-settings: this checks that it works, never how fast anything is."""
+"""The scripts that regenerate figures of docs/BENCHMARKS.md, run with tiny settings against
+the real system: ``scripts/bench.py --curves --plot`` (every sweep, and the PNG) and
+``scripts/bench_drain.py``. These check that they work, never how fast anything is."""
 
 from __future__ import annotations
 
@@ -35,3 +35,17 @@ def test_curves_run_every_sweep_and_draw_the_plot(tmp_path: Path) -> None:
     # The full path's 2 KB answers came LZ4-compressed and still matched their requests.
     payload_run = next(r for r in runs if r["sweep"] == "payload" and r["target"] == "b_full")
     assert payload_run["compressed_answers"] >= payload_run["messages"]
+
+
+def test_drain_benchmark_hands_every_session_over(tmp_path: Path) -> None:
+    """``scripts/bench_drain.py``: SIGTERM to a GameServer holding every session under MOVE
+    load; it must exit 0 with each session handed over, no client error, exactly once."""
+    report = tmp_path / "drain.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_drain.py", "--runs", "1", "--clients", "30",
+         "--before", "0.5", "--after", "0.3", "--json-out", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = orjson.loads(report.read_bytes())["runs"]
+    assert run["handover_log_lines"] == 30 and run["resumes"] == 0, run
+    assert run["errors_after_t0"] == {} and run["exactly_once_violations"] == [], run
