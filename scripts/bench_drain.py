@@ -44,7 +44,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import Services, System, machine, scrape  # the sibling scripts
-from bench_failover import Probe, error_kind, final_move, move_loop
+from bench_failover import Probe, error_kind, final_move, fmt, move_loop
 
 from test_client import GameClient
 
@@ -135,10 +135,6 @@ def run_once(run_no: int, args: argparse.Namespace, root: Path) -> dict[str, Any
     result["handover_log_lines"] = handover_lines(workdir)
     result["run"] = run_no
     return result
-
-
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

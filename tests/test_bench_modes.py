@@ -4,6 +4,7 @@ Redis through the group commit, every answer checked to count exactly once."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 
@@ -61,16 +62,23 @@ async def test_bench_login_mode_logs_in_and_out_new_and_returning_users(
         assert 0 < report["p50_ms"] <= report["p99_ms"], report
 
 
-async def test_bench_paced_load_keeps_to_its_rate(system: Cluster) -> None:
+async def bench_report(system: Cluster, connections: int, *flags: str) -> dict[str, Any]:
+    """Run ``test_client bench --json`` with ``connections`` users of its own against the
+    module's system; its report."""
     base = new_user_id()
-    for _ in range(20):
+    for _ in range(connections):
         new_user_id()
     host, port = system.gateway_address
     done = await asyncio.to_thread(
-        run_cli, "bench", "--host", host, "--port", str(port), "--connections", "20",
-        "--rate", "10", "--duration", "2", "--json", "--user-id-base", str(base))
+        run_cli, "bench", "--host", host, "--port", str(port), "--connections",
+        str(connections), "--json", "--user-id-base", str(base), *flags)
     assert done.returncode == 0, done.stderr
-    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+async def test_bench_paced_load_keeps_to_its_rate(system: Cluster) -> None:
+    report = await bench_report(system, 20, "--rate", "10", "--duration", "2")
     assert report["errors"] == 0 and report["rate_per_connection"] == 10, report
     # 20 connections x 10/s x 2 s: never more than the pace allows (one request may be
     # in flight at each edge of the window), and not starved either.
@@ -78,16 +86,8 @@ async def test_bench_paced_load_keeps_to_its_rate(system: Cluster) -> None:
 
 
 async def test_bench_lz4_answers_come_compressed_and_match(system: Cluster) -> None:
-    base = new_user_id()
-    for _ in range(5):
-        new_user_id()
-    host, port = system.gateway_address
-    done = await asyncio.to_thread(
-        run_cli, "bench", "--host", host, "--port", str(port), "--connections", "5",
-        "--payload-bytes", "16384", "--lz4", "--duration", "1", "--json",
-        "--user-id-base", str(base))
-    assert done.returncode == 0, done.stderr
-    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    report = await bench_report(system, 5, "--payload-bytes", "16384", "--lz4",
+                                "--duration", "1")
     assert report["errors"] == 0 and report["messages"] > 0, report
     # Every 16 KB answer is above COMPRESSION_THRESHOLD_BYTES: all came compressed.
     assert report["compressed_answers"] >= report["messages"], report

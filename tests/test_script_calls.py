@@ -5,7 +5,10 @@ a flushed script cache is reloaded, and a dead Redis fails every call of the bat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import pytest
+import redis.asyncio as aioredis
 import redis.exceptions
 
 from gameserver.script_calls import ScriptCalls
@@ -18,64 +21,68 @@ SCRIPTS = {
     "append": "return redis.call('RPUSH', KEYS[1], ARGV[1])",
     "fail": "return redis.error_reply('NOPE on purpose')",
 }
+KEY = "test:script_calls"
 
 
-def client_count(server: RedisServer) -> int:
-    return len(server.client().client_list())
+@pytest.fixture
+async def redis_and_calls(
+        redis_server: RedisServer) -> AsyncIterator[tuple[aioredis.Redis, ScriptCalls]]:
+    """A fresh async client (not connected yet) and its ScriptCalls; ``KEY`` empty."""
+    redis_server.client().delete(KEY)
+    client = open_redis(redis_server.connection)
+    calls = ScriptCalls(client, SCRIPTS)
+    try:
+        yield client, calls
+    finally:
+        await calls.close()
+        await client.aclose()
 
 
 async def test_calls_of_one_tick_share_one_connection_and_keep_their_order(
-        redis_server: RedisServer) -> None:
-    client = open_redis(redis_server.connection)
-    calls = ScriptCalls(client, SCRIPTS)
-    key = "test:script_calls:order"
-    redis_server.client().delete(key)
-    try:
-        before = client_count(redis_server)  # the async client has not connected yet
-        lengths = await asyncio.gather(*(calls.call("append", [key], [i]) for i in range(50)))
-        assert lengths == list(range(1, 51))
-        assert await client.lrange(key, 0, -1) == [str(i).encode() for i in range(50)]
-        # Unbatched, 50 concurrent calls would have opened up to POOL_SIZE (32) connections.
-        assert client_count(redis_server) - before == 1
-    finally:
-        await calls.close()
-        await client.aclose()
+        redis_server: RedisServer,
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    client, calls = redis_and_calls
+    before = len(redis_server.client().client_list())
+    lengths = await asyncio.gather(*(calls.call("append", [KEY], [i]) for i in range(50)))
+    assert lengths == list(range(1, 51))
+    assert await client.lrange(KEY, 0, -1) == [str(i).encode() for i in range(50)]
+    # Unbatched, 50 concurrent calls would have opened up to POOL_SIZE (32) connections.
+    assert len(redis_server.client().client_list()) - before == 1
 
 
-async def test_a_failing_call_fails_alone(redis_server: RedisServer) -> None:
-    client = open_redis(redis_server.connection)
-    calls = ScriptCalls(client, SCRIPTS)
-    key = "test:script_calls:alone"
-    await client.delete(key)
-    try:
-        results = await asyncio.gather(calls.call("append", [key], ["a"]),
-                                       calls.call("fail", [], []),
-                                       calls.call("append", [key], ["b"]),
-                                       return_exceptions=True)
-        assert results[0] == 1 and results[2] == 2
-        assert isinstance(results[1], redis.exceptions.ResponseError)
-        assert "NOPE on purpose" in str(results[1])
-    finally:
-        await calls.close()
-        await client.aclose()
+async def test_a_failing_call_fails_alone(
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    _, calls = redis_and_calls
+    results = await asyncio.gather(calls.call("append", [KEY], ["a"]),
+                                   calls.call("fail", [], []),
+                                   calls.call("append", [KEY], ["b"]),
+                                   return_exceptions=True)
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], redis.exceptions.ResponseError)
+    assert "NOPE on purpose" in str(results[1])
 
 
-async def test_scripts_are_loaded_again_after_a_script_flush(redis_server: RedisServer) -> None:
-    client = open_redis(redis_server.connection)
-    calls = ScriptCalls(client, SCRIPTS)
-    key = "test:script_calls:flush"
-    await client.delete(key)
-    try:
-        assert await calls.call("append", [key], ["first"]) == 1
-        await client.script_flush()
-        # Both calls of this tick get NOSCRIPT, neither ran; each runs exactly once after
-        # the reload.
-        assert await asyncio.gather(calls.call("append", [key], ["second"]),
-                                    calls.call("append", [key], ["third"])) == [2, 3]
-        assert await client.lrange(key, 0, -1) == [b"first", b"second", b"third"]
-    finally:
-        await calls.close()
-        await client.aclose()
+async def test_scripts_are_loaded_again_after_a_script_flush(
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    client, calls = redis_and_calls
+    assert await calls.call("append", [KEY], ["first"]) == 1
+    await client.script_flush()
+    # Both calls of this tick get NOSCRIPT, neither ran; each runs exactly once after the
+    # reload.
+    assert await asyncio.gather(calls.call("append", [KEY], ["second"]),
+                                calls.call("append", [KEY], ["third"])) == [2, 3]
+    assert await client.lrange(KEY, 0, -1) == [b"first", b"second", b"third"]
+
+
+async def test_a_call_abandoned_before_it_was_sent_is_not_sent(
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    client, calls = redis_and_calls
+    impatient = asyncio.ensure_future(calls.call("append", [KEY], ["gone"]))
+    patient = calls.call("append", [KEY], ["kept"])
+    impatient.cancel()
+    assert await patient == 1
+    assert impatient.cancelled()
+    assert await client.lrange(KEY, 0, -1) == [b"kept"]
 
 
 async def test_a_dead_redis_fails_every_call_of_the_batch(redis_factory) -> None:  # type: ignore[no-untyped-def]
@@ -89,24 +96,6 @@ async def test_a_dead_redis_fails_every_call_of_the_batch(redis_factory) -> None
             *(calls.call("append", ["k"], [i]) for i in range(3)), return_exceptions=True),
             timeout=10)
         assert all(isinstance(r, REDIS_FAILURES) for r in results), results
-    finally:
-        await calls.close()
-        await client.aclose()
-
-
-async def test_a_call_abandoned_before_it_was_sent_is_not_sent(
-        redis_server: RedisServer) -> None:
-    client = open_redis(redis_server.connection)
-    calls = ScriptCalls(client, SCRIPTS)
-    key = "test:script_calls:give_up"
-    await client.delete(key)
-    try:
-        impatient = asyncio.ensure_future(calls.call("append", [key], ["gone"]))
-        patient = calls.call("append", [key], ["kept"])
-        impatient.cancel()
-        assert await patient == 1
-        assert impatient.cancelled()
-        assert await client.lrange(key, 0, -1) == [b"kept"]
     finally:
         await calls.close()
         await client.aclose()
