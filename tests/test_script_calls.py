@@ -20,6 +20,7 @@ SCRIPTS = {
     # Appends ARGV[1] to the list KEYS[1]; returns the list's new length.
     "append": "return redis.call('RPUSH', KEYS[1], ARGV[1])",
     "fail": "return redis.error_reply('NOPE on purpose')",
+    "broken": "return (",  # Redis refuses to load it
 }
 KEY = "test:script_calls"
 
@@ -72,6 +73,18 @@ async def test_scripts_are_loaded_again_after_a_script_flush(
     assert await asyncio.gather(calls.call("append", [KEY], ["second"]),
                                 calls.call("append", [KEY], ["third"])) == [2, 3]
     assert await client.lrange(KEY, 0, -1) == [b"first", b"second", b"third"]
+
+
+async def test_a_call_that_ran_is_answered_even_when_a_reload_beside_it_fails(
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    client, calls = redis_and_calls
+    assert await calls.call("append", [KEY], ["loaded"]) == 1
+    ran, broken = await asyncio.gather(calls.call("append", [KEY], ["ran"]),
+                                       calls.call("broken", [], []), return_exceptions=True)
+    # "append" ran in the first pass; only "broken" needed (and failed) the reload.
+    assert ran == 2
+    assert isinstance(broken, redis.exceptions.ResponseError)
+    assert await client.lrange(KEY, 0, -1) == [b"loaded", b"ran"]
 
 
 async def test_a_call_abandoned_before_it_was_sent_is_not_sent(

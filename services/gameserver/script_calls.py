@@ -73,35 +73,49 @@ class ScriptCalls:
         batch = [call for call in batch if not call[3].done()]  # its caller gave up
         if not batch:
             return
+        results = await self._run_or_fail(batch)
+        if results is None:
+            return
+        again = [call for call, result in zip(batch, results, strict=True)
+                 if isinstance(result, NoScriptError)]
+        # The others ran: answer them now, whatever happens to the reload below.
+        self._settle(batch, results, skip=NoScriptError)
+        if again:
+            retried = await self._run_or_fail(again, load_first=True)
+            if retried is not None:
+                self._settle(again, retried)
+
+    async def _run_or_fail(self, batch: list[_Call], load_first: bool = False
+                           ) -> list[Any] | None:
+        """The batch's results, or None after failing every call of it (the connection
+        failed: none of them is known to have run, or not)."""
         try:
-            results = await self._execute(batch)
-            missing = [i for i, result in enumerate(results)
-                       if isinstance(result, NoScriptError)]
-            if missing:
-                again = [batch[i] for i in missing]
-                for name in {call[0] for call in again}:
+            if load_first:
+                for name in {call[0] for call in batch}:
                     await self._client.script_load(self._texts[name])
-                for i, result in zip(missing, await self._execute(again), strict=True):
-                    results[i] = result
+            return await self._execute(batch)
         except asyncio.CancelledError:
             for *_, future in batch:
                 future.cancel()
             raise
-        except Exception as exc:  # the connection failed: every call of the batch fails
+        except Exception as exc:
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            return
+            return None
+
+    @staticmethod
+    def _settle(batch: list[_Call], results: list[Any],
+                skip: type[Exception] | None = None) -> None:
         for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # its caller gave up waiting
+            if future.done() or (skip is not None and isinstance(result, skip)):
+                continue  # its caller gave up waiting, or it is sent again
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
-    async def _execute(self, batch: list[_Call]
-                       ) -> list[Any]:
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args, _ in batch:
             pipe.evalsha(self._shas[name], len(keys), *keys, *args)
