@@ -1,7 +1,9 @@
 """Sessions in Redis, the single source of truth: every multi-key change is one Lua script.
 
 The scripts live in ``lua/`` and are documented in docs/SESSION_LIFECYCLE.md. Each call is
-timed and counted per operation, so a slow or failing Redis shows up in the dashboards.
+timed and counted per operation, so a slow or failing Redis shows up in the dashboards; the
+time includes the wait for the end of the tick, since the calls of one tick go to Redis in
+one pipeline (gameserver.script_calls).
 """
 
 from __future__ import annotations
