@@ -75,3 +75,12 @@ def test_outside_a_loop_each_line_is_written_at_once(
     log, stream = logged
     log.info("starting")
     assert messages(stream) == ["starting"]
+
+
+async def test_a_line_from_another_thread_is_written_at_once_after_the_buffered_ones(
+        logged: tuple[logging.Logger, CountingStream]) -> None:
+    log, stream = logged
+    log.info("on the loop")
+    await asyncio.to_thread(log.info, "from a thread")
+    # No loop runs in that thread: its line went out at once, the loop's buffered one first.
+    assert messages(stream) == ["on the loop", "from a thread"]

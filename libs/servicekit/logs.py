@@ -98,10 +98,12 @@ class TickBufferedHandler(logging.StreamHandler[TextIO]):
         if record.levelno >= logging.WARNING:
             self.flush()
             return
-        loop = asyncio._get_running_loop()
-        if loop is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: start-up, shutdown, another thread
             self.flush()
-        elif len(self._buffer) == 1:
+            return
+        if len(self._buffer) == 1:
             loop.call_soon(self._flush_locked)
 
     def _flush_locked(self) -> None:
