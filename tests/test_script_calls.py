@@ -98,6 +98,15 @@ async def test_a_call_abandoned_before_it_was_sent_is_not_sent(
     assert await client.lrange(KEY, 0, -1) == [b"kept"]
 
 
+async def test_close_sends_what_the_tick_queued(
+        redis_and_calls: tuple[aioredis.Redis, ScriptCalls]) -> None:
+    client, calls = redis_and_calls
+    queued = calls.call("append", [KEY], ["last"])
+    await calls.close()  # before the tick's flush: close sends it and waits for it
+    assert queued.done() and queued.result() == 1
+    assert await client.lrange(KEY, 0, -1) == [b"last"]
+
+
 async def test_a_dead_redis_fails_every_call_of_the_batch(redis_factory) -> None:  # type: ignore[no-untyped-def]
     server: LocalRedisServer = redis_factory(persistent=False)
     client = open_redis(server.connection)

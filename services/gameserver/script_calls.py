@@ -63,6 +63,8 @@ class ScriptCalls:
         return future
 
     def _flush(self) -> None:
+        if not self._pending:
+            return  # sent early by close()
         batch, self._pending = self._pending, []
         task = asyncio.ensure_future(self._send(batch))
         if not task.done():
@@ -122,6 +124,9 @@ class ScriptCalls:
         return list(await pipe.execute(raise_on_error=False))
 
     async def close(self) -> None:
-        """Let the batches in flight finish (their callers are waiting on them)."""
+        """Send what this tick queued, and let the batches in flight finish (their callers
+        are waiting on them), before the client is closed."""
+        if self._pending:
+            self._flush()  # its call_soon then finds nothing to send
         if self._batches:
             await asyncio.gather(*self._batches, return_exceptions=True)
