@@ -25,6 +25,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import struct
 import sys
 import threading
@@ -453,13 +454,24 @@ async def _login_phase(
     latency is from its send to its LOGIN_RES, and only ok logins whose LOGOUT was
     answered count."""
     stats.running = True
-    loops = [asyncio.create_task(_login_loop(cfg, first_index + i, stats))
+    address = await _resolve_once(cfg.host, cfg.port)
+    loops = [asyncio.create_task(_login_loop(cfg, address, first_index + i, stats))
              for i in range(count)]
     await _measured_window(cfg, stats, result)
     await asyncio.gather(*loops, return_exceptions=True)
 
 
-async def _login_loop(cfg: BenchConfig, index: int, stats: _Stats) -> None:
+async def _resolve_once(host: str, port: int) -> str:
+    """The numeric address to connect to. A game client resolves its server's name once;
+    passing the name to every ``create_connection`` made the generator run a threaded
+    ``getaddrinfo`` per login, which cost it a third of its CPU and 20% fewer logins/s on
+    the 2-core machine (docs/BENCHMARKS.md, "Logins")."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                        type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+async def _login_loop(cfg: BenchConfig, address: str, index: int, stats: _Stats) -> None:
     loop = asyncio.get_running_loop()
     secret = cfg.auth_secret.encode() if cfg.auth_secret else None
     tls: dict[str, Any] = {}
@@ -478,7 +490,7 @@ async def _login_loop(cfg: BenchConfig, index: int, stats: _Stats) -> None:
         try:
             async with asyncio.timeout(cfg.request_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: _LoginConnection(cfg.max_frame_bytes), cfg.host, cfg.port, **tls)
+                    lambda: _LoginConnection(cfg.max_frame_bytes), address, cfg.port, **tls)
                 sent = perf_counter_ns()
                 msg_type, payload = await conn.request(MsgType.LOGIN_REQ, 1, body)
                 latency = perf_counter_ns() - sent
