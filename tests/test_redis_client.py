@@ -1,0 +1,52 @@
+"""servicekit.redis_client's connections: packed by hiredis's C packer (redis-py's asyncio
+connection packs in Python), byte for byte what redis-py's own packer sends, and read back
+unchanged by a real redis-server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from servicekit.redis_client import open_redis
+from tests.support.redis_servers import RedisServer
+
+ARGS: list[tuple[Any, ...]] = [
+    ("EVALSHA", "0" * 40, 2, "gb:{u:42}", "gb:s:7", 1.5, -3, 10**20),
+    ("SET", "ké ✓", b"\x00\xff raw"),
+    ("SCRIPT LOAD", "return 1"),  # a command name with a space is split, as redis-py does
+    (b"CLIENT SETNAME", b"x"),
+    ("SET", "k", memoryview(b"view")),
+]
+
+
+@pytest.mark.parametrize("args", ARGS, ids=lambda a: str(a[0]))
+async def test_packing_is_hiredis_and_byte_identical_to_redis_py(
+        redis_server: RedisServer, args: tuple[Any, ...]) -> None:
+    client = open_redis(redis_server.connection)
+    try:
+        conn = client.connection_pool.make_connection()
+        assert type(conn).pack_command is not aioredis.Connection.pack_command
+        assert conn._packer is not None  # hiredis is a pinned dependency
+        python_packed = aioredis.Connection().pack_command(*args)
+        assert b"".join(conn.pack_command(*args)) == b"".join(
+            bytes(chunk) for chunk in python_packed)
+    finally:
+        await client.aclose()
+
+
+async def test_values_round_trip_through_a_real_redis(redis_server: RedisServer) -> None:
+    client = open_redis(redis_server.connection)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set("test:redis_client:s", "ké ✓")
+        pipe.set("test:redis_client:b", b"\x00\xff raw\r\n")
+        pipe.set("test:redis_client:f", 1.5)
+        pipe.mget("test:redis_client:s", "test:redis_client:b", "test:redis_client:f")
+        *_, values = await pipe.execute()
+        assert values == ["ké ✓".encode(), b"\x00\xff raw\r\n", b"1.5"]
+    finally:
+        await client.delete("test:redis_client:s", "test:redis_client:b",
+                            "test:redis_client:f")
+        await client.aclose()
