@@ -34,6 +34,7 @@ class ClientConnection(asyncio.Protocol):
         "relay",
         "session_id",
         "socket_id",
+        "socket_id_text",
         "splitter",
         "transport",
         "window",
@@ -41,7 +42,10 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, relay: Relay, max_frame_bytes: int) -> None:
         self.relay = relay
-        self.socket_id = uuid.uuid4().bytes
+        socket_uuid = uuid.uuid4()
+        self.socket_id = socket_uuid.bytes
+        #: As logged (the seed's SocketId, a GUID): formatted once, not per log line.
+        self.socket_id_text = str(socket_uuid)
         self.splitter = FrameSplitter(max_frame_bytes)
         self.transport: asyncio.Transport | None = None
         #: Routing id of the GameServer this socket talks to (tentative until pinned).

@@ -28,7 +28,6 @@ from protocol.internal import (
     Kind,
     MalformedBatch,
     Record,
-    format_socket_id,
     iter_records,
     unpack_reroute,
 )
@@ -352,4 +351,4 @@ class Relay:
 
 
 def _sid(conn: ClientConnection) -> str:
-    return format_socket_id(conn.socket_id)
+    return conn.socket_id_text
