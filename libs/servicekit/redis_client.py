@@ -52,9 +52,9 @@ async def _replace_if_closed(conn: aioredis.Connection) -> None:
 class _HiredisPacking(AbstractConnection):
     """Commands packed by hiredis's C packer, as redis-py's *synchronous* connection already
     does when hiredis is installed (its ``HiredisRespSerializer``); the asyncio connection
-    packs in Python, argument by argument. With a pipeline of ``EVALSHA`` per tick that
-    packing was 6-9% of the GameServer's CPU under load (docs/BENCHMARKS.md, "Logins").
-    The bytes on the wire are the same."""
+    packs in Python, argument by argument. During logins that packing was 8.7% of the
+    GameServer's profile samples, 4.2% with this (docs/BENCHMARKS.md, "Logins"). The bytes
+    on the wire are the same."""
 
     _packer = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
 
