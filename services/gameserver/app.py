@@ -18,6 +18,7 @@ import zmq
 from gameserver import metrics
 from gameserver.config import GameServerConfig
 from gameserver.handlers import router
+from gameserver.handover import TargetPicker
 from gameserver.hub import Hub
 from gameserver.keys import Keys
 from gameserver.link import CannotBind, GatewayLink, PortInUse
@@ -86,7 +87,6 @@ class GameServerApp:
         self.mesh: MeshClient | None = None
         #: The registry as last read: mesh peers and handover targets.
         self.peers: Registry = {}
-        self._handover_assigned: dict[int, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.node = NodeInfo(
             instance=self.instance, host=advertise_host(config.advertise_host),
@@ -155,10 +155,11 @@ class GameServerApp:
         self.mesh = hub.mesh = MeshClient(self.zmq, node_id, self.instance, self.curve)
         guard.watch(link.socket, zmqsockets.P2P)
         guard.watch(mesh_server.socket, zmqsockets.MESH)
-        mesh_server.register("release", hub.mesh_release)
-        mesh_server.register("whisper", hub.mesh_whisper)
-        mesh_server.register("kick_user", hub.mesh_kick_user)
-        mesh_server.register("adopt", hub.mesh_adopt)
+        endpoints = hub.mesh_endpoints
+        mesh_server.register("release", endpoints.mesh_release)
+        mesh_server.register("whisper", endpoints.mesh_whisper)
+        mesh_server.register("kick_user", endpoints.mesh_kick_user)
+        mesh_server.register("adopt", endpoints.mesh_adopt)
         mesh_server.register("ping", _pong)
         metrics.node_info.labels(str(node_id), self.instance).set(1)
         metrics.create_known_series()
@@ -287,28 +288,15 @@ class GameServerApp:
                 log.error("Could not renew session leases: %s", exc)
 
     # ------------------------------------------------------------------ drain
-    def pick_handover_target(self, exclude: set[int]) -> int | None:
-        """A live, non-draining peer with the fewest sessions (counting what we already
-        handed it during this drain), other than those in ``exclude``."""
-        best: int | None = None
-        best_load = 0
-        for node_id, (_, _, fields) in self.peers.items():
-            if (node_id == self.node_id or node_id in exclude or fields.get("draining") == "1"
-                    or (self.mesh is not None and self.mesh.is_down(node_id))):
-                continue
-            load = int(fields.get("sessions", "0") or 0) + self._handover_assigned.get(node_id, 0)
-            if best is None or load < best_load:
-                best, best_load = node_id, load
-        if best is not None:
-            self._handover_assigned[best] = self._handover_assigned.get(best, 0) + 1
-        return best
-
     async def _drain(self) -> None:
         """Stop taking sessions, hand every session to the other GameServers without the
         clients noticing, then leave; whatever could not be handed over is kicked with
         SERVER_SHUTDOWN and stays resumable."""
-        assert self.hub is not None
+        assert self.hub is not None and self.mesh is not None
         hub = self.hub
+        # The registry is re-read by the heartbeat while the handover runs: the picker
+        # sees each new read.
+        targets = TargetPicker(self.node_id, lambda: self.peers, self.mesh.is_down)
         hub.accepting = False
         hub.announce_draining()
         with contextlib.suppress(*REDIS_FAILURES):
@@ -317,7 +305,7 @@ class GameServerApp:
                                       self.node.fields(len(hub.sessions), True))
             self.peers = await read_registry(self.redis)
         try:
-            await hub.hand_over_all(self.pick_handover_target, self.config.drain_timeout_s)
+            await hub.handover.hand_over_all(targets.pick, self.config.drain_timeout_s)
             await hub.shutdown()
         except REDIS_FAILURES as exc:
             log.error("Redis unavailable during drain: %s", exc)
@@ -346,9 +334,11 @@ class GameServerApp:
         if not values[0].isdigit() or self.hub is None:
             return 400, b"user_id must be a positive integer\n"
         try:
-            kicked = await self.hub.kick_user(int(values[0]), KickReason.ADMIN_KICK)
+            kicked = await self.hub.mesh_endpoints.kick_user(int(values[0]),
+                                                             KickReason.ADMIN_KICK)
         except REDIS_FAILURES as exc:
-            log.error("Admin kick failed, Redis unavailable: %s", exc or type(exc).__name__)
+            log.error("Admin kick failed, Redis unavailable: %s",
+                      str(exc) or type(exc).__name__)
             return 503, f"Redis at {self.redis_address} unavailable; retry\n".encode()
         return (200, b'{"kicked": true}\n') if kicked else (404, b'{"kicked": false}\n')
 

@@ -1,12 +1,16 @@
-"""The request object every middleware and handler sees."""
+"""The request object every middleware and handler sees, and how a handler refuses one."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from protocol.frame import HEADER, LENGTH_PREFIX_SIZE
 from protocol.messages import RESPONSE_TYPE, ErrorCode, MsgType
 from protocol.payload import decode_payload, encode_message
+from servicekit.redis_health import REDIS_FAILURES
 
 if TYPE_CHECKING:
     from gameserver.hub import Hub
@@ -22,6 +26,24 @@ class Reject(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+@contextmanager
+def store_unavailable_as_reject(log: logging.Logger | None = None, message: str = "",
+                                *args: object) -> Iterator[None]:
+    """Turn a Redis failure inside the block into ``Reject(SERVER_UNAVAILABLE)``.
+
+    A request whose Redis work failed (or ran past its deadline) is answered, never dropped:
+    the client learns to retry, and every such answer carries the same message. ``message``
+    % ``args`` is logged at ERROR with ``: <the error>`` appended; without ``log`` nothing
+    is logged.
+    """
+    try:
+        yield
+    except REDIS_FAILURES as exc:
+        if log is not None:
+            log.error(message + ": %s", *args, str(exc) or type(exc).__name__)
+        raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
 
 
 class RequestContext:

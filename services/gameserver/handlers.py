@@ -164,4 +164,4 @@ async def whisper(ctx: RequestContext) -> Any:
     if not isinstance(text, str) or len(text) > MAX_WHISPER_CHARS:
         raise Reject(ErrorCode.BAD_PAYLOAD,
                      f"text must be a string of at most {MAX_WHISPER_CHARS} characters")
-    return {"delivered": await ctx.hub.whisper(session, to_user_id, text)}
+    return {"delivered": await ctx.hub.mesh_endpoints.whisper(session, to_user_id, text)}

@@ -4,6 +4,11 @@ Requests of one socket are processed strictly in order: a request that has to wa
 reconnect: Redis round trips) parks the socket's later records in a queue until it is done,
 while every other socket keeps going. Requests that do not wait run to completion inside
 ``create_task`` thanks to the eager task factory, so the common case costs no scheduling.
+
+The hub keeps the data plane, the life of the sessions it holds, and housekeeping. Calls
+to and from other GameServers are in :mod:`gameserver.mesh_endpoints`
+(``hub.mesh_endpoints``), the drain handover in :mod:`gameserver.handover`
+(``hub.handover``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import hashlib
 import logging
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,9 +25,11 @@ import orjson
 from gameserver import metrics
 from gameserver.commits import CommitQueue
 from gameserver.config import GameServerConfig
-from gameserver.context import Reject, RequestContext
+from gameserver.context import Reject, RequestContext, store_unavailable_as_reject
+from gameserver.handover import Handover
 from gameserver.link import GatewayLink
-from gameserver.mesh import MeshClient, MeshError
+from gameserver.mesh import MeshClient
+from gameserver.mesh_endpoints import MeshEndpoints
 from gameserver.pipeline import Middleware, Router, compose
 from gameserver.state import PlayerState, ResponseCache, Session, SessionTable
 from gameserver.store import (
@@ -33,7 +39,7 @@ from gameserver.store import (
     ResumeResult,
     SessionStore,
 )
-from protocol.internal import Kind, Record, format_socket_id, pack_reroute
+from protocol.internal import Kind, Record, format_socket_id
 from protocol.messages import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
 from servicekit.redis_health import REDIS_FAILURES, RedisHealth
@@ -41,8 +47,6 @@ from servicekit.redis_health import REDIS_FAILURES, RedisHealth
 log = logging.getLogger("gameserver.hub")
 
 TOMBSTONE_MS = 24 * 3600 * 1000
-#: Peers tried per session during a drain before it falls back to a SERVER_SHUTDOWN kick.
-HANDOVER_ATTEMPTS = 3
 
 _Item = tuple[int, bytes, int, bytes]  # kind, gateway_id, pinned session id, body
 
@@ -100,13 +104,10 @@ class Hub:
         self.accepting = True
         #: Set by the app once the mesh is up; None on a node without peers.
         self.mesh: MeshClient | None = None
-        #: While draining: picks the peer that gets the next session, not one of those
-        #: given (set by the app).
-        self.pick_target: Callable[[set[int]], int | None] = lambda tried: None
-        self._handover_waiting: set[bytes] = set()
-        self._handover_settled = asyncio.Event()
-        link.on_dropped = self._records_dropped
         self.mesh_deadline_s = config.mesh_deadline_s
+        self.mesh_endpoints = MeshEndpoints(self)
+        self.handover = Handover(self)
+        link.on_dropped = self.handover.records_dropped
         metrics.sessions_active.set_function(lambda: len(self.sessions))
         log.info("GameServerHub initialized with %d middlewares", len(middlewares) + 1)
 
@@ -161,7 +162,7 @@ class Hub:
             elif kind == Kind.CLOSED:
                 await self._socket_closed(socket_id, body.decode(errors="replace"))
             else:
-                await self._hand_over(gateway_id, socket_id)
+                await self.handover.hand_over(gateway_id, socket_id)
         except Exception:
             log.exception("Failed to process a record for Socket=%s",
                           format_socket_id(socket_id))
@@ -170,7 +171,8 @@ class Hub:
         self, gateway_id: bytes, socket_id: bytes, pinned: int, frame: bytes
     ) -> None:
         session = self.sessions.by_socket.get(socket_id)
-        if session is None and not self.accepting and self._reroute(gateway_id, socket_id, frame):
+        if (session is None and not self.accepting
+                and self.handover.reroute(gateway_id, socket_id, frame)):
             return
         if session is None and pinned:
             session = await self._adopt(gateway_id, socket_id, pinned, frame)
@@ -193,7 +195,7 @@ class Hub:
         if ctx.close_after:
             self.link.send(gateway_id, Kind.CLOSE, socket_id, 0, b"")
 
-    def _redis_deadline(self) -> float:
+    def redis_deadline(self) -> float:
         """Event-loop time by which a request's Redis work must be done
         (``REDIS_REQUEST_TIMEOUT_S``): past it the request is answered SERVER_UNAVAILABLE.
         A cancelled redis-py call drops its connection, so the pool stays clean."""
@@ -239,7 +241,7 @@ class Hub:
         log.info("Handling unpinned session: Socket=%s, UserId=%d",
                  format_socket_id(ctx.socket_id), user_id)
         key, key_hash = new_reconnect_key()
-        deadline = self._redis_deadline()
+        deadline = self.redis_deadline()
         replaced = self.sessions.by_user.get(user_id)
         if replaced is not None:
             # A state change of the session we replace may still be committed after
@@ -259,7 +261,8 @@ class Hub:
         released_elsewhere: int | None = None
         login_args = (user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
                       self.lease_ms, TOMBSTONE_MS, accept_lz4)
-        try:
+        with store_unavailable_as_reject(log, "Login failed, Redis unavailable: UserId=%d",
+                                         user_id):
             attempt: LoginResult | Location
             async with asyncio.timeout_at(deadline):
                 if user_id in self.sessions.by_user:
@@ -273,7 +276,8 @@ class Hub:
             if isinstance(attempt, Location):
                 # Another node owns the user's session: ask it to let go, then log in.
                 asked_at = self._loop.time()
-                if await self.release_elsewhere(attempt, KickReason.DUPLICATE_LOGIN):
+                if await self.mesh_endpoints.release_elsewhere(attempt,
+                                                               KickReason.DUPLICATE_LOGIN):
                     # Its owner flushed, kicked (DUPLICATE_LOGIN) and forgot it. Had it not
                     # answered in time, the login would go ahead anyway (forced takeover).
                     released_elsewhere = attempt.session_id
@@ -281,10 +285,6 @@ class Hub:
                 async with asyncio.timeout_at(deadline):
                     attempt = await self.store.login(*login_args)
             result = attempt
-        except REDIS_FAILURES as exc:
-            log.error("Login failed, Redis unavailable: UserId=%d: %s", user_id,
-                      exc or type(exc).__name__)
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         old_local = self.sessions.by_user.get(user_id)
         if old_local is not None and old_local.session_id == result.old_session_id:
             self.sessions.forget(old_local)
@@ -313,28 +313,26 @@ class Hub:
         new_key, new_hash = new_reconnect_key()
         local = self.sessions.by_id.get(session_id)
         try:
-            async with asyncio.timeout_at(self._redis_deadline()):
-                if local is not None:
-                    # Our pending writes carry the epoch; finish them before ownership is
-                    # re-checked.
-                    await self.commits.barrier()
-                result = await self._resume(ctx, session_id, key, new_hash, accept_lz4)
+            with store_unavailable_as_reject(
+                    log, "Reconnect failed, Redis unavailable: SessionId=%d", session_id):
+                async with asyncio.timeout_at(self.redis_deadline()):
+                    if local is not None:
+                        # Our pending writes carry the epoch; finish them before ownership
+                        # is re-checked.
+                        await self.commits.barrier()
+                    result = await self._resume(ctx, session_id, key, new_hash, accept_lz4)
         except ResumeRejected as rejected:
             raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
-        except REDIS_FAILURES as exc:
-            log.error("Reconnect failed, Redis unavailable: SessionId=%d: %s", session_id,
-                      exc or type(exc).__name__)
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
         released = False
         if result.old_node_id is not None and result.old_node_id != self.node_id:
             # The key was right and ownership is ours now (new epoch): the old owner's
             # writes are fenced; tell it to kick its socket and forget the session.
-            released = await self.release_elsewhere(
+            released = await self.mesh_endpoints.release_elsewhere(
                 Location(session_id, result.old_node_id, result.old_attached),
                 KickReason.SESSION_RESUMED_ELSEWHERE)
-        session = self._take_over(ctx.gateway_id, ctx.socket_id, session_id, result,
-                                  accept_lz4, None if released
-                                  else KickReason.SESSION_RESUMED_ELSEWHERE)
+        session = self.take_over(ctx.gateway_id, ctx.socket_id, session_id, result,
+                                 accept_lz4, None if released
+                                 else KickReason.SESSION_RESUMED_ELSEWHERE)
         ctx.session = session
         session.reconnect_key = new_key
         metrics.sessions_resumed.labels("reconnect").inc()
@@ -364,8 +362,8 @@ class Hub:
         self._unsure_resumes.pop(ctx.socket_id, None)
         return result
 
-    def _take_over(self, gateway_id: bytes, socket_id: bytes, session_id: int,
-                   result: ResumeResult, accept_lz4: bool, reason: KickReason | None) -> Session:
+    def take_over(self, gateway_id: bytes, socket_id: bytes, session_id: int,
+                  result: ResumeResult, accept_lz4: bool, reason: KickReason | None) -> Session:
         """Install a session that Redis just gave us (resume.lua) on ``socket_id``;
         ``reason``: kick the session's previous socket with it (None: already done)."""
         local = self.sessions.by_id.get(session_id)
@@ -400,7 +398,7 @@ class Hub:
         the session over from Redis if the socket is still the session's own."""
         probe = RequestContext(self, gateway_id, socket_id, session_id, frame, None)
         try:
-            async with asyncio.timeout_at(self._redis_deadline()):
+            async with asyncio.timeout_at(self.redis_deadline()):
                 result = await self.store.resume(session_id, "", "", gateway_id,
                                                  socket_id.hex(), self.lease_ms, None)
         except ResumeRejected as rejected:
@@ -413,28 +411,29 @@ class Hub:
             return None
         except REDIS_FAILURES as exc:
             log.error("Cannot adopt session, Redis unavailable: SessionId=%d: %s",
-                      session_id, exc or type(exc).__name__)
+                      session_id, str(exc) or type(exc).__name__)
             probe.fail(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable")
             assert probe.response is not None
             self.link.send(gateway_id, Kind.SEND, socket_id, 0, probe.response)
             return None
-        session = self._take_over(gateway_id, socket_id, session_id, result,
-                                  result.accept_lz4, KickReason.SESSION_RESUMED_ELSEWHERE)
+        session = self.take_over(gateway_id, socket_id, session_id, result,
+                                 result.accept_lz4, KickReason.SESSION_RESUMED_ELSEWHERE)
         metrics.sessions_resumed.labels("adopt").inc()
         log.info("Session adopted after restart: UserId=%d, SessionId=%d, Socket=%s",
                  session.user_id, session_id, format_socket_id(socket_id))
         return session
 
     async def logout(self, session: Session) -> None:
-        try:
-            async with asyncio.timeout_at(self._redis_deadline()):
-                await self.commits.barrier()
-                ended = await self.store.logout(session.session_id, session.epoch)
-        except REDIS_FAILURES as exc:
-            log.error("Logout failed, Redis unavailable: SessionId=%d: %s",
-                      session.session_id, exc or type(exc).__name__)
-            self._unsure_logouts.add(session.session_id)
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
+        with store_unavailable_as_reject(log, "Logout failed, Redis unavailable: SessionId=%d",
+                                         session.session_id):
+            try:
+                async with asyncio.timeout_at(self.redis_deadline()):
+                    await self.commits.barrier()
+                    ended = await self.store.logout(session.session_id, session.epoch)
+            except REDIS_FAILURES:
+                # logout.lua may have run: the retry must not be told "taken over elsewhere".
+                self._unsure_logouts.add(session.session_id)
+                raise
         self.sessions.forget(session)
         if session.session_id in self._unsure_logouts:
             self._unsure_logouts.discard(session.session_id)
@@ -448,7 +447,7 @@ class Hub:
                  session.session_id)
 
     async def _socket_closed(self, socket_id: bytes, reason: str) -> None:
-        self._handover_done(socket_id)  # a socket gone mid-handover needs none
+        self.handover.done(socket_id)  # a socket gone mid-handover needs none
         self._unsure_resumes.pop(socket_id, None)
         session = self.sessions.by_socket.get(socket_id)
         if session is None or session.socket_id != socket_id:
@@ -495,218 +494,6 @@ class Hub:
             else:
                 self.link.send(session.gateway_id, Kind.CLOSE, session.socket_id, 0, b"")
         self.sessions.forget(session)
-
-    # ----------------------------------------------------------------- cluster
-    async def release_elsewhere(self, location: Location, reason: KickReason,
-                                end: bool = False) -> bool:
-        """Ask the session's owner on another node to flush, kick and forget it.
-
-        False when it could not be asked (no mesh, unreachable, too slow): callers then
-        take over anyway; fencing keeps a stale owner from writing.
-        """
-        if self.mesh is None:
-            return False
-        try:
-            reply = await self.mesh.call(location.node_id, "release", {
-                "session_id": location.session_id, "reason": reason.value, "end": end},
-                self.mesh_deadline_s)
-        except MeshError as exc:
-            log.warning("Owner of SessionId=%d (node %d) not reached (%s): taking over anyway",
-                        location.session_id, location.node_id, exc.code)
-            return False
-        except Exception:
-            log.exception("Asking node %d to release SessionId=%d failed: taking over anyway",
-                          location.node_id, location.session_id)
-            return False
-        return bool(reply.get("released"))
-
-    async def mesh_release(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Mesh method: stop owning a session (its new owner, or an admin, asks)."""
-        session = self.sessions.by_id.get(int(body["session_id"]))
-        if session is None:
-            return {"released": False}
-        await self.commits.barrier()
-        if session.closed:
-            return {"released": False}
-        if session.socket_id is not None and session.gateway_id is not None:
-            self.kick(session.gateway_id, session.socket_id, KickReason(body["reason"]))
-        self.sessions.forget(session)
-        if body.get("end"):
-            await self.store.logout(session.session_id, session.epoch)
-        log.info("Session released: SessionId=%d, Reason=%s", session.session_id,
-                 body["reason"])
-        return {"released": True}
-
-    async def whisper(self, sender: Session, to_user_id: int, text: str) -> bool:
-        """Deliver to the recipient's socket wherever it is; False when they are offline."""
-        payload = {"from_user_id": sender.user_id, "text": text}
-        target = self.sessions.by_user.get(to_user_id)
-        if target is not None:
-            return self.push(target, MsgType.WHISPER_NTF, payload)
-        try:
-            async with asyncio.timeout_at(self._redis_deadline()):
-                location = await self.store.locate_user(to_user_id)
-        except REDIS_FAILURES:
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE, "session store unavailable") from None
-        if location is None or not location.attached:
-            return False
-        if location.node_id == self.node_id or self.mesh is None:
-            return False  # ours but not attached here any more: offline
-        try:
-            reply = await self.mesh.call(location.node_id, "whisper",
-                                         {"to_user_id": to_user_id, **payload},
-                                         self.mesh_deadline_s)
-        except MeshError as exc:
-            raise Reject(ErrorCode.SERVER_UNAVAILABLE,
-                         f"the recipient's GameServer did not answer ({exc.code})") from None
-        return bool(reply.get("delivered"))
-
-    async def mesh_whisper(self, body: dict[str, Any]) -> dict[str, Any]:
-        target = self.sessions.by_user.get(int(body["to_user_id"]))
-        delivered = target is not None and self.push(target, MsgType.WHISPER_NTF, {
-            "from_user_id": body["from_user_id"], "text": body["text"]})
-        return {"delivered": delivered}
-
-    async def kick_user(self, user_id: int, reason: KickReason) -> bool:
-        """Kick a user wherever they are and end the session (admin). Raises TimeoutError
-        (one of REDIS_FAILURES) past ``REDIS_REQUEST_TIMEOUT_S`` plus one mesh deadline."""
-        async with asyncio.timeout(self.config.redis_request_timeout_s + self.mesh_deadline_s):
-            return await self._kick_user(user_id, reason)
-
-    async def _kick_user(self, user_id: int, reason: KickReason) -> bool:
-        local = self.sessions.by_user.get(user_id)
-        if local is not None:
-            return bool((await self.mesh_release({"session_id": local.session_id,
-                                                  "reason": reason.value, "end": True}))
-                        ["released"])
-        location = await self.store.locate_user(user_id)
-        if location is None:
-            return False
-        if not location.attached:
-            # In its reconnect grace: no socket to kick, but the session must not resume.
-            return await self.store.end_detached(location.session_id)
-        if location.node_id == self.node_id:
-            return False
-        return await self.release_elsewhere(location, reason, end=True)
-
-    async def mesh_kick_user(self, body: dict[str, Any]) -> dict[str, Any]:
-        reason = KickReason(body.get("reason", KickReason.ADMIN_KICK.value))
-        return {"kicked": await self.kick_user(int(body["user_id"]), reason)}
-
-    async def mesh_adopt(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Mesh method: a draining peer hands us a session still attached to its socket."""
-        session_id = int(body["session_id"])
-        gateway_id = body["gateway"].encode()
-        socket_id = bytes.fromhex(body["socket"])
-        try:
-            async with asyncio.timeout_at(self._redis_deadline()):
-                result = await self.store.resume(session_id, "", "", gateway_id,
-                                                 socket_id.hex(), self.lease_ms, None)
-        except ResumeRejected as rejected:
-            return {"adopted": False, "code": rejected.code}
-        except REDIS_FAILURES as exc:
-            # The drainer keeps the session (and kicks it with SERVER_SHUTDOWN if nobody
-            # takes it); should resume.lua have run regardless, fencing settles who owns it.
-            log.error("Cannot adopt handed-over session, Redis unavailable: SessionId=%d: %s",
-                      session_id, exc or type(exc).__name__)
-            return {"adopted": False, "code": ErrorCode.SERVER_UNAVAILABLE.value}
-        self._take_over(gateway_id, socket_id, session_id, result, result.accept_lz4, None)
-        metrics.sessions_resumed.labels("handover").inc()
-        return {"adopted": True}
-
-    # ----------------------------------------------------------------- drain handover
-    def _reroute(self, gateway_id: bytes, socket_id: bytes, frame: bytes) -> bool:
-        """Draining: a frame for a session we do not hold goes to a peer, with its socket."""
-        target = self.pick_target(set())
-        if target is None:
-            return False
-        self.link.send(gateway_id, Kind.REROUTE, socket_id, 0,
-                       pack_reroute(f"gs-{target}".encode(), frame))
-        return True
-
-    async def hand_over_all(self, pick_target: Callable[[set[int]], int | None],
-                            timeout_s: float) -> None:
-        """Give every attached session to another GameServer, invisibly to its client.
-
-        Per socket: the Gateway is asked to HOLD the socket's frames; its HOLD_ACK comes
-        after every frame it sent us before, and is processed in the socket's queue after
-        them; then pending writes are committed, a peer adopts the session from Redis
-        (mesh ``adopt``), and PIN points the Gateway, and the held frames, at that peer.
-        """
-        self.pick_target = pick_target
-        live = set(self.link.live_gateways())
-        sessions = [s for s in self.sessions.by_id.values()
-                    if s.socket_id is not None and s.gateway_id in live]
-        if not sessions:
-            return
-        log.info("Handing %d sessions over to other GameServers", len(sessions))
-        self._handover_waiting = {s.socket_id for s in sessions if s.socket_id is not None}
-        self._handover_settled.clear()
-        for session in sessions:
-            assert session.gateway_id is not None and session.socket_id is not None
-            self.link.send(session.gateway_id, Kind.HOLD, session.socket_id,
-                           session.session_id, b"")
-        try:
-            await asyncio.wait_for(self._handover_settled.wait(), timeout_s)
-        except TimeoutError:
-            log.error("Handover incomplete after %.1fs: %d sessions left", timeout_s,
-                      len(self._handover_waiting))
-
-    async def _hand_over(self, gateway_id: bytes, socket_id: bytes) -> None:
-        try:
-            outcome = await self._hand_over_socket(gateway_id, socket_id)
-        finally:
-            self._handover_done(socket_id)
-        metrics.handovers.labels(outcome).inc()
-
-    def _handover_done(self, socket_id: bytes) -> None:
-        if socket_id in self._handover_waiting:
-            self._handover_waiting.discard(socket_id)
-            if not self._handover_waiting:
-                self._handover_settled.set()
-
-    def _records_dropped(self, records: list[Record]) -> None:
-        """A HOLD that never reached its Gateway will never be acknowledged."""
-        for record in records:
-            if record.kind == Kind.HOLD:
-                self._handover_done(record.socket_id)
-                metrics.handovers.labels("unreachable").inc()
-
-    async def _hand_over_socket(self, gateway_id: bytes, socket_id: bytes) -> str:
-        session = self.sessions.by_socket.get(socket_id)
-        if session is None:
-            self.link.send(gateway_id, Kind.PIN, socket_id, 0, self.routing_id)  # un-hold
-            return "gone"
-        await self.commits.barrier()
-        tried: set[int] = set()
-        while True:
-            target = self.pick_target(tried)
-            if target is None or self.mesh is None or session.closed:
-                self.pin(session)  # un-hold: we keep it; the shutdown kick follows
-                if session.closed:
-                    return "gone"
-                return "no_target" if not tried else "failed"
-            tried.add(target)
-            try:
-                reply = await self.mesh.call(target, "adopt", {
-                    "session_id": session.session_id, "gateway": gateway_id.decode(),
-                    "socket": socket_id.hex()}, self.mesh_deadline_s)
-            except MeshError as exc:
-                log.warning("Handover of SessionId=%d to node %d failed: %s",
-                            session.session_id, target, exc)
-                if exc.code == "UNREACHABLE" and len(tried) < HANDOVER_ATTEMPTS:
-                    continue  # never reached it: another peer may take the session
-                self.pin(session)
-                return "failed"
-            if reply.get("adopted"):
-                break
-            self.pin(session)
-            return "failed"
-        self.sessions.forget(session)
-        self.link.send(gateway_id, Kind.PIN, socket_id, session.session_id,
-                       f"gs-{target}".encode())
-        log.info("Session handed over: SessionId=%d -> node %d", session.session_id, target)
-        return "ok"
 
     # ----------------------------------------------------------------- housekeeping
     async def renew_leases(self) -> None:
