@@ -17,12 +17,15 @@ import pytest
 import redis as redis_sync
 
 from protocol import ErrorCode, KickReason, MsgType
+from servicekit.keys import Keys
 from test_client.client import GameClient
 from tests.support.cluster import Cluster
 from tests.support.ports import free_port
 from tests.support.raw import RawClient
 from tests.support.users import new_user_id
 from tests.support.waiting import wait_until, wait_until_async
+
+KEYS = Keys()
 
 # Clusters here use the fast test timings of tests/support/cluster.py (heartbeat 0.25 s,
 # registry expiry NODE_TTL_S = 2 s, discovery 0.2 s) and a short mesh deadline.
@@ -59,7 +62,7 @@ async def login(cluster: Cluster, gateway: int, user_id: int, **extra: Any) -> t
 def session_keys(redis_url: str, session_id: int) -> list[bytes]:
     client = redis_sync.Redis.from_url(redis_url)
     try:
-        return sorted(client.keys(f"gb:sess:{session_id}*"))
+        return sorted(client.keys(f"{KEYS.session(session_id)}*"))
     finally:
         client.close()
 
@@ -118,8 +121,9 @@ async def test_same_user_same_instant_through_two_gateways(cluster: Cluster) -> 
             winner = 1
         elif answers[1].msg_type == MsgType.KICKOUT_NTF:
             winner = 0
-        else:
-            winner = max(range(2), key=lambda i: answers[i].payload["session_id"])
+        else:  # both answered: the later login's session is the user's now
+            live = int(redis_client.get(KEYS.user_session(user)) or 0)
+            winner = next(i for i in range(2) if answers[i].payload["session_id"] == live)
         loser = 1 - winner
         assert answers[winner].payload.get("ok") is True, answers
         frames = [answers[loser], *await clients[loser].wait_closed()]
@@ -129,15 +133,15 @@ async def test_same_user_same_instant_through_two_gateways(cluster: Cluster) -> 
                            if f.msg_type == MsgType.LOGIN_RES]
         echo = await clients[winner].request(MsgType.ECHO_REQ, 2, {"u": user})
         assert echo.payload == {"u": user}
-        live = int(redis_client.get(f"gb:user:{user}:session") or 0)
+        live = int(redis_client.get(KEYS.user_session(user)) or 0)
         assert live == answers[winner].payload["session_id"]
         for session_id in losing_sessions:
             assert session_keys(cluster.redis.url, session_id) == []
         assert session_keys(cluster.redis.url, live) != []
-        owned = [key for key in redis_client.scan_iter("gb:sess:*")
-                 if key.count(b":") == 2
+        owned = [key for key in redis_client.scan_iter("gb:*:sess:*")
+                 if key.count(b":") == 3
                  and redis_client.hget(key, "user_id") == str(user).encode()]
-        assert owned == [f"gb:sess:{live}".encode()], "exactly one session per user"
+        assert owned == [KEYS.session(live).encode()], "exactly one session per user"
         await clients[winner].close()
     redis_client.close()
 
@@ -158,7 +162,7 @@ async def test_quick_reconnect_racing_the_old_close(cluster: Cluster) -> None:
         moved = await new.request(MsgType.MOVE_REQ, seq, {"x": seq, "y": 0})
         assert moved.payload["moves"] == seq - 1
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
-    fields = redis_client.hgetall(f"gb:sess:{login_payload['session_id']}")
+    fields = redis_client.hgetall(KEYS.session(login_payload["session_id"]))
     redis_client.close()
     assert fields[b"attached"] == b"1"
     await new.close()
@@ -247,7 +251,7 @@ async def test_auto_node_ids_for_identical_replicas(system_factory) -> None:  # 
     for node in nodes:
         node.wait_ready()
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
-    ids = sorted(int(m) for m in redis_client.smembers("gb:nodes"))
+    ids = sorted(int(m) for m in redis_client.smembers(KEYS.nodes))
     redis_client.close()
     assert ids == [1, 2, 3]
     gateway = cluster.add_gateway()
@@ -400,7 +404,7 @@ async def test_paused_gameserver_cannot_touch_sessions_that_moved(
         message="the resumed GameServer still holds sessions whose clients left")
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
     for player in load.players:
-        fields = redis_client.hgetall(f"gb:sess:{player.client.session_id}")
+        fields = redis_client.hgetall(KEYS.session(player.client.session_id))
         assert fields, "a moved session was deleted"
         if player.client.session_id in moved_ids:
             assert int(fields[b"node_id"]) != victim.node_id

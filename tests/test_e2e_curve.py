@@ -25,6 +25,7 @@ import zmq
 
 from protocol import KickReason, MsgType
 from servicekit.curve import parse_keys
+from servicekit.keys import Keys
 from tests.support.bystander import Bystander
 from tests.support.cluster import Cluster
 from tests.support.raw import RawClient
@@ -75,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_key: Path) -> Iter
 def published_key(cluster: Cluster, node_id: int) -> str:
     client = redis_sync.Redis.from_url(cluster.redis.url, decode_responses=True)
     try:
-        return str(client.hget(f"gb:node:{node_id}", "curve_key"))
+        return str(client.hget(Keys().node(node_id), "curve_key"))
     finally:
         client.close()
 

@@ -11,6 +11,7 @@ import redis as redis_sync
 
 from protocol import ErrorCode, KickReason, MsgType
 from protocol.payload import encode_message
+from servicekit.keys import Keys
 from tests.support.cluster import Cluster
 from tests.support.raw import RawClient
 from tests.support.users import new_user_id
@@ -164,7 +165,7 @@ async def test_session_expires_after_grace(system_factory) -> None:  # type: ign
     login = (await client.login(new_user_id())).payload
     await client.wait_closed(timeout=10)
     redis_client = redis_sync.Redis.from_url(cluster.redis.url)
-    session_key = f"gb:sess:{login['session_id']}"
+    session_key = Keys().session(login["session_id"])
     wait_until(lambda: redis_client.exists(session_key) == 0, timeout=10,
                message="detached session did not expire after RECONNECT_GRACE_S")
     redis_client.close()

@@ -56,10 +56,11 @@ class FakeStore:
         self.second_login_may_finish = asyncio.Event()
         self.second_login_started = asyncio.Event()
 
-    async def login_unless_elsewhere(self, user_id: int, *args: Any) -> LoginResult:
+    async def login_unless_elsewhere(self, user_id: int, *args: Any, **kwargs: Any
+                                     ) -> LoginResult:
         return await self.login(user_id, *args)  # no other node in this test
 
-    async def login(self, user_id: int, *args: Any) -> LoginResult:
+    async def login(self, user_id: int, *args: Any, **kwargs: Any) -> LoginResult:
         self.logins += 1
         if self.logins == 1:
             return LoginResult(1, None, None, None, None, PlayerState())
@@ -67,6 +68,9 @@ class FakeStore:
         await self.second_login_may_finish.wait()
         # login.lua ended session 1, which was attached to the old socket.
         return LoginResult(2, 1, 1, GATEWAY, OLD_SOCKET, PlayerState())
+
+    def commit_keys(self, session_id: int, user_id: int) -> tuple[str, ...]:
+        return ()
 
     async def commit(self, batch: list[SessionWrite], *args: Any) -> dict[int, str]:
         # By the time this commit reaches Redis, session 1 no longer exists.

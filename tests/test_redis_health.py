@@ -180,7 +180,7 @@ class FakeStore:
         self.down = False
         self.committed: list[list[int]] = []
 
-    async def commit(self, writes: Any, cache_size: int, lease_ms: int) -> dict[int, str]:
+    async def commit(self, writes: Any, cache_size: int) -> dict[int, str]:
         await asyncio.sleep(0)
         if self.down:
             raise redis.exceptions.ConnectionError("Connection refused")
@@ -201,7 +201,7 @@ def _decode(frame: bytes) -> tuple[int, int, dict[str, Any]]:
 async def _queue(store: FakeStore, sent: list[bytes], bound_s: float) -> CommitQueue:
     health = RedisHealth("fake", logging.getLogger("test.commits"))
     return CommitQueue(store, lambda s, r: sent.append(r), lambda s, r: None,  # type: ignore[arg-type]
-                       cache_size=8, lease_ms=1000, max_pending=100, health=health,
+                       cache_size=8, max_pending=100, health=health,
                        answer_within_s=bound_s)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from servicekit.keys import DEFAULT_PREFIX, Keys, check_prefix
+
 if TYPE_CHECKING:
     from servicekit.redis_tls import RedisTls
 
@@ -180,6 +182,10 @@ class CommonConfig:
     redis_tls_key_file: str = setting(
         "", env="REDIS_TLS_KEY_FILE",
         help="PEM private key (unencrypted) of REDIS_TLS_CERT_FILE")
+    redis_key_prefix: str = setting(
+        DEFAULT_PREFIX, env="REDIS_KEY_PREFIX",
+        help="prefix of every Redis key (sessions, players, node registry): deployments with "
+        "different prefixes share one Redis without seeing each other; no braces or spaces")
     log_level: str = setting("INFO", env="LOG_LEVEL", help="TRACE|DEBUG|INFO|WARN|ERROR",
                              choices=LOG_LEVELS)
     log_format: str = setting("text", env="LOG_FORMAT", help="text|json",
@@ -200,7 +206,16 @@ class CommonConfig:
 
         to_redis_url(self.redis_connection)
         self.redis_tls.check(self.redis_connection)
+        try:
+            check_prefix(self.redis_key_prefix)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         load_keys(self.curve_secret_file)
+
+    @property
+    def keys(self) -> Keys:
+        """Every Redis key name, under REDIS_KEY_PREFIX."""
+        return Keys(self.redis_key_prefix)
 
     @property
     def redis_tls(self) -> RedisTls:

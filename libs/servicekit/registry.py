@@ -1,9 +1,10 @@
 """The GameServer node registry in Redis: claimed and kept alive by GameServers, read by
 Gateways (to dial them) and by GameServers (to find their service-mesh peers).
 
-Layout: ``gb:node:<id>`` is a hash (instance, host, ports, sessions, draining, heartbeat
-time) with a TTL of NODE_TTL_S, refreshed by the owner's heartbeat; ``gb:nodes`` is the set
-of ids. No per-field expiry is needed, so Redis 7.0 works. An entry names the process
+Layout (key names: servicekit.keys): a node's entry is a hash (instance, host, ports,
+sessions, draining, heartbeat time) with a TTL of NODE_TTL_S, refreshed by the owner's
+heartbeat; a set holds the ids. Both share one hash tag, so a claim is one script on Redis
+Cluster too. No per-field expiry is needed, so Redis 7.0 works. An entry names the process
 instance holding it, so a second process claiming the same id is refused instead of
 silently sharing it. An entry whose key has expired is a dead node: readers drop it and
 prune it from the set.
@@ -20,30 +21,26 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-KEY_PREFIX = "gb:"
-NODES_KEY = f"{KEY_PREFIX}nodes"
+from servicekit.keys import Keys
+
 MAX_NODE_ID = 65535
 
 #: node id -> (host, p2p port, all fields)
 Registry = dict[int, tuple[str, int, dict[str, str]]]
 
 
-def node_key(node_id: int) -> str:
-    return f"{KEY_PREFIX}node:{node_id}"
-
-
 def _script(name: str) -> str:
     return resources.files("servicekit").joinpath("lua", f"{name}.lua").read_text()
 
 
-async def read_registry(client: aioredis.Redis) -> Registry:
-    members = await client.smembers(NODES_KEY)
+async def read_registry(client: aioredis.Redis, keys: Keys) -> Registry:
+    members = await client.smembers(keys.nodes)
     node_ids = sorted(int(m) for m in members if m.isdigit())
     if not node_ids:
         return {}
     async with client.pipeline(transaction=False) as pipe:
         for node_id in node_ids:
-            pipe.hgetall(node_key(node_id))
+            pipe.hgetall(keys.node(node_id))
         entries = await pipe.execute()
     registry: Registry = {}
     stale: list[int] = []
@@ -57,15 +54,16 @@ async def read_registry(client: aioredis.Redis) -> Registry:
         except (KeyError, ValueError):
             continue
     if stale:
-        await client.srem(NODES_KEY, *stale)
+        await client.srem(keys.nodes, *stale)
     return registry
 
 
 class NodeRegistry:
     """Claims, refreshes and releases one process's entry."""
 
-    def __init__(self, client: aioredis.Redis, instance: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, instance: str) -> None:
         self.instance = instance
+        self._keys = keys
         self._claim = client.register_script(_script("node_claim"))
         self._release = client.register_script(_script("node_release"))
 
@@ -74,14 +72,15 @@ class NodeRegistry:
         flat: list[Any] = []
         for name, value in fields.items():
             flat += [name, value]
-        holder = await self._claim(keys=[node_key(node_id), NODES_KEY],
+        holder = await self._claim(keys=[self._keys.node(node_id), self._keys.nodes],
                                    args=[node_id, self.instance, ttl_ms, *flat])
         if not holder:
             return None
         return holder.decode() if isinstance(holder, bytes) else str(holder)
 
     async def release(self, node_id: int) -> None:
-        await self._release(keys=[node_key(node_id), NODES_KEY], args=[node_id, self.instance])
+        await self._release(keys=[self._keys.node(node_id), self._keys.nodes],
+                            args=[node_id, self.instance])
 
     async def claim_free_id(self, ttl_ms: int, fields: dict[str, Any]) -> int:
         """The lowest id nobody holds, claimed for this instance (for identical replicas

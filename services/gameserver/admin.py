@@ -1,4 +1,6 @@
-"""``python -m gameserver admin kick --user-id N``: kick a user wherever they are.
+"""``python -m gameserver admin kick --user-id N``: kick a user wherever they are;
+``python -m gameserver admin migrate-keys``: move player state to the key layout of
+servicekit.keys after an upgrade.
 
 Finds the user's session and its owner in Redis, then asks that GameServer over its mesh
 port (the same ``kick_user`` call GameServers make to each other). The owner kicks the
@@ -26,10 +28,26 @@ import zmq
 from servicekit import zmqsockets
 from servicekit.config import DEFAULT_REDIS, ConfigError
 from servicekit.curve import ClusterKeys, CurveMismatch, load_keys, server_key
+from servicekit.keys import DEFAULT_PREFIX, Keys, check_prefix
 from servicekit.redis_problems import explain
 from servicekit.redis_tls import CA_ENV, CERT_ENV, KEY_ENV, NO_TLS, RedisTls
 from servicekit.redis_url import display_address, to_redis_url, uses_tls
-from servicekit.registry import KEY_PREFIX, node_key
+
+
+def _redis_options(command: argparse.ArgumentParser) -> None:
+    """How to reach the deployment's Redis, as its services are told."""
+    command.add_argument("--redis-connection",
+                         default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
+                         help="Redis of the cluster [env REDIS_CONNECTION]")
+    for env, what in ((CA_ENV, "CA file that signed Redis' certificate"),
+                      (CERT_ENV, "client certificate for Redis with mutual TLS"),
+                      (KEY_ENV, "its private key")):
+        command.add_argument("--" + env.lower().replace("_", "-"), metavar="FILE",
+                             default=os.environ.get(env, ""),
+                             help=f"PEM {what}, for rediss:// [env {env}]")
+    command.add_argument("--redis-key-prefix",
+                         default=os.environ.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX),
+                         help="the cluster's REDIS_KEY_PREFIX [env REDIS_KEY_PREFIX]")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -38,44 +56,78 @@ def main(argv: Sequence[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     kick = commands.add_parser("kick", help="kick a user (KICKOUT_NTF ADMIN_KICK)")
     kick.add_argument("--user-id", type=int, required=True)
-    kick.add_argument("--redis-connection",
-                      default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
-                      help="Redis of the cluster [env REDIS_CONNECTION]")
-    for env, what in ((CA_ENV, "CA file that signed Redis' certificate"),
-                      (CERT_ENV, "client certificate for Redis with mutual TLS"),
-                      (KEY_ENV, "its private key")):
-        kick.add_argument("--" + env.lower().replace("_", "-"), metavar="FILE",
-                          default=os.environ.get(env, ""),
-                          help=f"PEM {what}, for rediss:// [env {env}]")
+    _redis_options(kick)
     kick.add_argument("--curve-secret-file", metavar="FILE",
                       default=os.environ.get("CLUSTER_CURVE_SECRET_FILE", ""),
                       help="the cluster's CURVE key file, on a cluster that uses CURVE "
                       "[env CLUSTER_CURVE_SECRET_FILE]")
     kick.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (3)")
+    migrate = commands.add_parser(
+        "migrate-keys", help="move player state from the key layout of versions before "
+        "Redis Cluster support (once, before the new version starts; single Redis only)")
+    _redis_options(migrate)
+    migrate.add_argument("--dry-run", action="store_true", help="count, change nothing")
     args = parser.parse_args(argv)
     try:
         url = to_redis_url(args.redis_connection)
         tls = RedisTls(args.redis_tls_ca_file, args.redis_tls_cert_file, args.redis_tls_key_file)
         tls.check(url)
-        curve = load_keys(args.curve_secret_file)
-    except ConfigError as exc:
+        keys = Keys(check_prefix(args.redis_key_prefix))
+        curve = load_keys(args.curve_secret_file) if args.command == "kick" else None
+    except (ConfigError, ValueError) as exc:
         print(f"gameserver admin: {exc}", file=sys.stderr)
         return 2
-    return kick_user(url, args.user_id, args.timeout, curve, tls)
+    if args.command == "migrate-keys":
+        return migrate_keys(url, keys, args.dry_run, tls)
+    return kick_user(url, args.user_id, args.timeout, curve, tls, keys)
+
+
+def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
+                 tls: RedisTls = NO_TLS) -> int:
+    """Move each ``<prefix>player:<uid>`` (the layout before hash tags) to
+    ``keys.player(uid)`` with ``RENAMENX``: a player who already has state under the new
+    name keeps it, and the old key is left for the operator to look at. Sessions and the
+    registry are not moved: sessions end (clients log in again), the registry is rewritten
+    by the GameServers' heartbeats. Exit 0 done, 2 Redis failed."""
+    client = redis.Redis.from_url(redis_url, **tls.client_kwargs(redis_url))
+    old_prefix = f"{keys.prefix}player:"
+    moved = kept = 0
+    try:
+        for raw in client.scan_iter(match=f"{old_prefix}*", count=1000):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            user_id = name[len(old_prefix):]
+            if not user_id.isdigit():
+                continue
+            if dry_run or client.renamenx(name, keys.player(int(user_id))):
+                moved += 1
+            else:
+                kept += 1
+    except redis.RedisError as exc:
+        print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
+              file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    verb = "would move" if dry_run else "moved"
+    print(f"{verb} {moved} players' state to the new key layout; {kept} left where they "
+          "were (state under the new name already)")
+    return 0
 
 
 def kick_user(redis_url: str, user_id: int, timeout_s: float,
-              curve: ClusterKeys | None = None, tls: RedisTls = NO_TLS) -> int:
+              curve: ClusterKeys | None = None, tls: RedisTls = NO_TLS,
+              keys: Keys | None = None) -> int:
+    keys = keys or Keys()
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
                                   socket_connect_timeout=timeout_s, decode_responses=True,
                                   **tls.client_kwargs(redis_url))
     try:
-        session_id = cast(str | None, client.get(f"{KEY_PREFIX}user:{user_id}:session"))
+        session_id = cast(str | None, client.get(keys.user_session(user_id)))
         if session_id is None:
             print(f"user {user_id} is not online")
             return 1
-        node_id = cast(str | None, client.hget(f"{KEY_PREFIX}sess:{session_id}", "node_id"))
-        node = cast(dict[str, str], client.hgetall(node_key(int(node_id)))) if node_id else {}
+        node_id = cast(str | None, client.hget(keys.session(int(session_id)), "node_id"))
+        node = cast(dict[str, str], client.hgetall(keys.node(int(node_id)))) if node_id else {}
     except redis.RedisError as exc:
         print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
               file=sys.stderr)

@@ -20,7 +20,6 @@ from gameserver.config import GameServerConfig
 from gameserver.handlers import router
 from gameserver.handover import TargetPicker
 from gameserver.hub import Hub
-from gameserver.keys import Keys
 from gameserver.link import CannotBind, GatewayLink, PortInUse
 from gameserver.mesh import MeshClient, MeshServer
 from gameserver.middlewares import standard_middlewares
@@ -36,7 +35,6 @@ from servicekit.redis_client import open_redis
 from servicekit.redis_health import REDIS_FAILURES, RedisHealth, RetryDelays
 from servicekit.redis_url import display_address, uses_tls
 from servicekit.registry import (
-    KEY_PREFIX,
     NodeInfo,
     NodeRegistry,
     Registry,
@@ -72,7 +70,8 @@ class GameServerApp:
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
-        self.registry = NodeRegistry(self.redis, self.instance)
+        self.keys = config.keys
+        self.registry = NodeRegistry(self.redis, self.keys, self.instance)
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).
         self.curve = load_keys(config.curve_secret_file)
@@ -126,7 +125,7 @@ class GameServerApp:
             ops.close()
             return self.exit_code
         self.node_id = node_id
-        store = SessionStore(self.redis, Keys(KEY_PREFIX), f"{node_id}:{self.instance}", node_id)
+        store = SessionStore(self.redis, self.keys, f"{node_id}:{self.instance}", node_id)
         # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
         guard = PortGuard(self.zmq, self.curve, (zmqsockets.P2P, zmqsockets.MESH),
                           lambda port, reason: metrics.internal_refusals.labels(
@@ -241,7 +240,7 @@ class GameServerApp:
                     self.node_id, ttl_ms,
                     self.node.fields(len(self.hub.sessions), not self.hub.accepting))
                 if holder is None:
-                    self.peers = await read_registry(self.redis)
+                    self.peers = await read_registry(self.redis, self.keys)
             except REDIS_FAILURES as exc:
                 metrics.redis_errors.labels("heartbeat").inc()
                 self.health.failed(exc, "retrying with backoff")
@@ -303,7 +302,7 @@ class GameServerApp:
             # Publish "draining" right away (Gateways also learn it from HELLO_ACK).
             await self.registry.claim(self.node_id, int(self.config.node_ttl_s * 1000),
                                       self.node.fields(len(hub.sessions), True))
-            self.peers = await read_registry(self.redis)
+            self.peers = await read_registry(self.redis, self.keys)
         try:
             await hub.handover.hand_over_all(targets.pick, self.config.drain_timeout_s)
             await hub.shutdown()

@@ -70,7 +70,6 @@ class CommitQueue:
         deliver: Callable[[Session, bytes], None],
         on_fenced: Callable[[Session, str], None],
         cache_size: int,
-        lease_ms: int,
         max_pending: int,
         health: RedisHealth,
         answer_within_s: float,
@@ -79,7 +78,6 @@ class CommitQueue:
         self._deliver = deliver
         self._on_fenced = on_fenced
         self._cache_size = cache_size
-        self._lease_ms = lease_ms
         self.max_pending = max_pending
         self._loop = asyncio.get_running_loop()
         self._writes: dict[int, _PendingWrite] = {}
@@ -197,6 +195,7 @@ class CommitQueue:
                     session_id=w.session.session_id, epoch=w.session.epoch,
                     user_id=w.session.user_id, player=w.session.player.copy(),
                     last_seq=w.session.last_seq, responses=w.responses,
+                    keys=w.session.commit_keys,
                 )
                 for w in writes.values()
             ]
@@ -231,7 +230,7 @@ class CommitQueue:
         delays = RetryDelays()
         while True:
             try:
-                fenced = await self._store.commit(batch, self._cache_size, self._lease_ms)
+                fenced = await self._store.commit(batch, self._cache_size)
             except REDIS_FAILURES as exc:
                 if delays.failures == 0:
                     log.error("Redis unavailable, holding %d session writes and retrying: %s",

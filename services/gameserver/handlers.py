@@ -11,6 +11,7 @@ from gameserver.pipeline import Router
 from gameserver.state import Session
 from protocol.auth import verify_token
 from protocol.messages import ErrorCode, MsgType
+from servicekit.keys import valid_session_id
 
 router = Router()
 
@@ -102,6 +103,9 @@ async def reconnect(ctx: RequestContext) -> Any:
     key = payload.get("reconnect_key")
     if not isinstance(key, str) or not key:
         raise Reject(ErrorCode.BAD_PAYLOAD, "reconnect_key must be a non-empty string")
+    if not valid_session_id(session_id):  # not one this system could have issued
+        _login_failure(ctx, ErrorCode.INVALID_SESSION, "cannot resume this session")
+        return None
     accept_lz4 = _accepts_lz4(payload)
     try:
         session = await ctx.hub.reconnect(ctx, session_id, key, accept_lz4)

@@ -161,8 +161,9 @@ class Handover:
             tried.add(target)
             try:
                 reply = await hub.mesh.call(target, "adopt", {
-                    "session_id": session.session_id, "gateway": gateway_id.decode(),
-                    "socket": socket_id.hex()}, hub.mesh_deadline_s)
+                    "session_id": session.session_id, "user_id": session.user_id,
+                    "gateway": gateway_id.decode(), "socket": socket_id.hex()},
+                    hub.mesh_deadline_s)
             except MeshError as exc:
                 log.warning("Handover of SessionId=%d to node %d failed: %s",
                             session.session_id, target, exc)

@@ -84,7 +84,7 @@ class Hub:
         self.health = health or RedisHealth("redis", log)
         self.commits = CommitQueue(
             store, self._deliver, self._on_fenced, config.response_cache_size,
-            self.lease_ms, config.max_pending_commits, self.health,
+            config.max_pending_commits, self.health,
             config.redis_request_timeout_s,
         )
         #: Sockets whose RECONNECT failed on a Redis error after resume.lua was sent: it may
@@ -230,6 +230,7 @@ class Hub:
     def _new_session(self, session_id: int, user_id: int, epoch: int, last_seq: int,
                      player: PlayerState, accept_lz4: bool) -> Session:
         return Session(
+            commit_keys=self.store.commit_keys(session_id, user_id),
             session_id=session_id, user_id=user_id, epoch=epoch, last_seq=last_seq,
             cache=ResponseCache(self.config.response_cache_size), player=player,
             compress_above=self.config.compression_threshold_bytes if accept_lz4 else None,
@@ -261,6 +262,9 @@ class Hub:
         released_elsewhere: int | None = None
         login_args = (user_id, key_hash, ctx.gateway_id, ctx.socket_id.hex(), ctx.sequence_id,
                       self.lease_ms, TOMBSTONE_MS, accept_lz4)
+        local = self.sessions.by_user.get(user_id)
+        #: The session this login replaces, as far as we know (the store checks).
+        current = local.session_id if local is not None else None
         with store_unavailable_as_reject(log, "Login failed, Redis unavailable: UserId=%d",
                                          user_id):
             attempt: LoginResult | Location
@@ -270,7 +274,7 @@ class Hub:
                     # to Redis; let them land first, or the login would fence them out and
                     # read stale state.
                     await self.commits.barrier()
-                    attempt = await self.store.login(*login_args)
+                    attempt = await self.store.login(*login_args, current=current)
                 else:
                     attempt = await self.store.login_unless_elsewhere(*login_args)
             if isinstance(attempt, Location):
@@ -283,7 +287,8 @@ class Hub:
                     released_elsewhere = attempt.session_id
                 deadline += self._loop.time() - asked_at  # mesh time is not Redis time
                 async with asyncio.timeout_at(deadline):
-                    attempt = await self.store.login(*login_args)
+                    attempt = await self.store.login(*login_args,
+                                                     current=attempt.session_id)
             result = attempt
         old_local = self.sessions.by_user.get(user_id)
         if old_local is not None and old_local.session_id == result.old_session_id:
@@ -320,7 +325,8 @@ class Hub:
                         # Our pending writes carry the epoch; finish them before ownership
                         # is re-checked.
                         await self.commits.barrier()
-                    result = await self._resume(ctx, session_id, key, new_hash, accept_lz4)
+                    result = await self._resume(ctx, session_id, key, new_hash, accept_lz4,
+                                            local.user_id if local is not None else None)
         except ResumeRejected as rejected:
             raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
         released = False
@@ -341,7 +347,7 @@ class Hub:
         return session
 
     async def _resume(self, ctx: RequestContext, session_id: int, key: str, new_hash: str,
-                      accept_lz4: bool) -> ResumeResult:
+                      accept_lz4: bool, user_id: int | None) -> ResumeResult:
         """resume.lua for a RECONNECT; if an earlier RECONNECT of this socket failed after
         sending it, that one may have rotated the key, so a refused key is retried as an
         adoption (no key; succeeds only if Redis already has this very socket attached,
@@ -350,12 +356,12 @@ class Hub:
         try:
             result = await self.store.resume(session_id, hash_key(key), new_hash,
                                              ctx.gateway_id, socket_hex, self.lease_ms,
-                                             accept_lz4)
+                                             accept_lz4, user_id)
         except ResumeRejected:
             if self._unsure_resumes.get(ctx.socket_id) != session_id:
                 raise
             result = await self.store.resume(session_id, "", new_hash, ctx.gateway_id,
-                                             socket_hex, self.lease_ms, accept_lz4)
+                                             socket_hex, self.lease_ms, accept_lz4, user_id)
         except REDIS_FAILURES:
             self._unsure_resumes[ctx.socket_id] = session_id
             raise
@@ -429,7 +435,8 @@ class Hub:
             try:
                 async with asyncio.timeout_at(self.redis_deadline()):
                     await self.commits.barrier()
-                    ended = await self.store.logout(session.session_id, session.epoch)
+                    ended = await self.store.logout(session.session_id, session.user_id,
+                                                    session.epoch)
             except REDIS_FAILURES:
                 # logout.lua may have run: the retry must not be told "taken over elsewhere".
                 self._unsure_logouts.add(session.session_id)
@@ -458,8 +465,9 @@ class Hub:
         if _reattached_or_gone(session):
             return
         try:
-            detached = await self.store.detach(session.session_id, session.epoch,
-                                               socket_id.hex(), session.durable_seq(),
+            detached = await self.store.detach(session.session_id, session.user_id,
+                                               session.epoch, socket_id.hex(),
+                                               session.durable_seq(),
                                                self.grace_ms, TOMBSTONE_MS)
         except REDIS_FAILURES as exc:
             log.error("Could not mark session detached (its lease will expire it): "
@@ -497,7 +505,8 @@ class Hub:
 
     # ----------------------------------------------------------------- housekeeping
     async def renew_leases(self) -> None:
-        owned = [s.session_id for s in self.sessions.by_id.values() if s.socket_id is not None]
+        owned = [(s.session_id, s.user_id) for s in self.sessions.by_id.values()
+                 if s.socket_id is not None]
         for start in range(0, len(owned), 1000):
             lost = await self.store.renew(owned[start:start + 1000], self.lease_ms)
             for sid, reason in lost.items():
@@ -530,8 +539,9 @@ class Hub:
             if socket_id is None or gateway_id is None:
                 continue
             try:
-                await self.store.detach(session.session_id, session.epoch, socket_id.hex(),
-                                        session.durable_seq(), self.grace_ms, TOMBSTONE_MS)
+                await self.store.detach(session.session_id, session.user_id, session.epoch,
+                                        socket_id.hex(), session.durable_seq(),
+                                        self.grace_ms, TOMBSTONE_MS)
             except REDIS_FAILURES as exc:
                 log.error("Could not detach SessionId=%d at shutdown: %s",
                           session.session_id, exc)

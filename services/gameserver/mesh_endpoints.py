@@ -79,7 +79,7 @@ class MeshEndpoints:
             hub.kick(session.gateway_id, session.socket_id, KickReason(body["reason"]))
         hub.sessions.forget(session)
         if body.get("end"):
-            await hub.store.logout(session.session_id, session.epoch)
+            await hub.store.logout(session.session_id, session.user_id, session.epoch)
         log.info("Session released: SessionId=%d, Reason=%s", session.session_id,
                  body["reason"])
         return {"released": True}
@@ -134,7 +134,7 @@ class MeshEndpoints:
             return False
         if not location.attached:
             # In its reconnect grace: no socket to kick, but the session must not resume.
-            return await hub.store.end_detached(location.session_id)
+            return await hub.store.end_detached(location.session_id, user_id)
         if location.node_id == hub.node_id:
             return False
         return await self.release_elsewhere(location, reason, end=True)
@@ -150,10 +150,13 @@ class MeshEndpoints:
         session_id = int(body["session_id"])
         gateway_id = body["gateway"].encode()
         socket_id = bytes.fromhex(body["socket"])
+        # The session's user, so that resume.lua's keys are known without a read first
+        # (resume.lua checks it; a drainer of an older version does not send it).
+        user_id = int(body["user_id"]) if "user_id" in body else None
         try:
             async with asyncio.timeout_at(hub.redis_deadline()):
                 result = await hub.store.resume(session_id, "", "", gateway_id,
-                                                socket_id.hex(), hub.lease_ms, None)
+                                                socket_id.hex(), hub.lease_ms, None, user_id)
         except ResumeRejected as rejected:
             return {"adopted": False, "code": rejected.code}
         except REDIS_FAILURES as exc:

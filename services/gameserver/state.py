@@ -68,6 +68,8 @@ class Session:
     #: Responses waiting for a commit; later responses of this session queue behind them.
     held: int = 0
     closed: bool = False
+    #: The Redis keys its commits declare, formatted once (gameserver.store.commit_keys).
+    commit_keys: tuple[str, ...] = ()
 
     def durable_seq(self) -> int:
         """The watermark Redis may record now: never past a state change that has not been

@@ -44,6 +44,7 @@ class GatewayApp:
         self.config = config
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
+        self.keys = config.keys
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).
         self.curve = load_keys(config.curve_secret_file)
@@ -181,7 +182,7 @@ class GatewayApp:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(REGISTRY_READ_TIMEOUT_S):
-                    registry = await read_registry(self.redis)
+                    registry = await read_registry(self.redis, self.keys)
             except REDIS_FAILURES as exc:
                 metrics.redis_errors.labels("discovery").inc()
                 self.health.failed(exc, "keeping the last known GameServers and retrying")

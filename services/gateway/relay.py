@@ -57,6 +57,8 @@ class Relay:
         self.login_timeout_s = config.login_timeout_s
         self.idle_timeout_s = config.idle_timeout_s
         self.handover_timeout_s = config.handover_timeout_s
+        #: Named in the warning when no GameServer is live.
+        self.nodes_key = config.keys.nodes
         self.links: GameServerLinks | None = None
         self.accepting = True
         self.debug = log.isEnabledFor(logging.DEBUG)
@@ -131,8 +133,9 @@ class Relay:
         if now - self._last_no_gameserver_warning >= NO_GAMESERVER_WARNING_INTERVAL_S:
             self._last_no_gameserver_warning = now
             log.warning("Failed to connect to GameServer: none is live. Check that a GameServer "
-                        "is running and registered in Redis (SMEMBERS gb:nodes), and that this "
-                        "Gateway can reach its GAMESERVER_ADVERTISE_HOST:GAMESERVER_P2P_PORT")
+                        "is running and registered in Redis (SMEMBERS %s), and that this "
+                        "Gateway can reach its GAMESERVER_ADVERTISE_HOST:GAMESERVER_P2P_PORT",
+                        self.nodes_key)
 
     def _answer_unavailable(self, conn: ClientConnection, frame: bytes, reason: str) -> None:
         """Answer an admitted frame here (it frees its window slot; the caller pumps, as

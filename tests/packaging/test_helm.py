@@ -189,6 +189,8 @@ BAD_VALUES = [
     ({"gateway": {"service": {"port": 70000}}}, "/gateway/service/port"),
     ({"redis": {"port": "6379x"}}, "/redis/port"),
     ({"redis": {"host": "redis://x:1"}}, "/redis/host"),
+    ({"redis": {"keyPrefix": "g{b}:"}}, "/redis/keyPrefix"),
+    ({"redis": {"keyPrefix": ""}}, "/redis/keyPrefix"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"maxFrameBytes": 100}, "/maxFrameBytes"),
     ({"gameserver": {"auth": {"mode": "oauth"}}}, "/gameserver/auth/mode"),
@@ -457,6 +459,7 @@ def test_default_release(rendered: dict[str, Any]) -> None:
     assert env["GAMESERVER_ADVERTISE_HOST"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "status.podIP"}}
     assert env["REDIS_CONNECTION"]["value"] == "redis://redis-dev.k8s.home:6379/0"
+    assert env["REDIS_KEY_PREFIX"]["value"] == "gb:"
     assert "ADMIN_TOKEN" not in env and "AUTH_SECRET" not in env
 
     deploy = one(docs, "Deployment", GATEWAY)
@@ -882,10 +885,12 @@ def test_checkov_passes(tools: Path, rendered: dict[str, Any]) -> None:
 #: Set by the chart's templates (the rest may come from gateway.env / gameserver.env): always,
 #: or with the values that call for them (a Secret, TLS, CURVE).
 CHART_ALWAYS = {
-    "gateway": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
-                "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_DRAIN_GRACE_S"},
-    "gameserver": {"REDIS_CONNECTION", "LOG_LEVEL", "LOG_FORMAT", "MAX_FRAME_BYTES",
-                   "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST", "GAMESERVER_P2P_PORT",
+    "gateway": {"REDIS_CONNECTION", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
+                "MAX_FRAME_BYTES", "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT",
+                "GATEWAY_DRAIN_GRACE_S"},
+    "gameserver": {"REDIS_CONNECTION", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
+                   "MAX_FRAME_BYTES", "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST",
+                   "GAMESERVER_P2P_PORT",
                    "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT",
                    "GAMESERVER_DRAIN_TIMEOUT_S", "AUTH_MODE"},
 }

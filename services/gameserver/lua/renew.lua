@@ -1,18 +1,21 @@
 -- Renew the lease of attached sessions this process still owns.
--- ARGV: prefix, owner, lease_ms, sid_1 .. sid_n.
+-- KEYS: per session, in order: the session, its responses, the user's session id.
+-- ARGV: owner, lease_ms, sid_1 .. sid_n.
 -- Returns {sid, reason} pairs for sessions no longer ours: 'moved' or 'gone'.
-local p, owner, lease = ARGV[1], ARGV[2], ARGV[3]
+local owner, lease = ARGV[1], ARGV[2]
 local lost = {}
-for i = 4, #ARGV do
-  local sk = p .. 'sess:' .. ARGV[i]
-  local h = redis.call('HMGET', sk, 'owner', 'user_id')
-  if h[1] == owner then
-    redis.call('PEXPIRE', sk, lease)
-    redis.call('PEXPIRE', sk .. ':resp', lease)
-    redis.call('PEXPIRE', p .. 'user:' .. h[2] .. ':session', lease)
+for i = 3, #ARGV do
+  local k = (i - 3) * 3 + 1
+  local owned_by = redis.call('HGET', KEYS[k], 'owner')
+  if owned_by == owner then
+    redis.call('PEXPIRE', KEYS[k], lease)
+    redis.call('PEXPIRE', KEYS[k + 1], lease)
+    if redis.call('GET', KEYS[k + 2]) == ARGV[i] then
+      redis.call('PEXPIRE', KEYS[k + 2], lease)
+    end
   else
     lost[#lost + 1] = ARGV[i]
-    lost[#lost + 1] = h[1] and 'moved' or 'gone'
+    lost[#lost + 1] = owned_by and 'moved' or 'gone'
   end
 end
 return lost

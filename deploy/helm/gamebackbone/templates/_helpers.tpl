@@ -342,6 +342,8 @@ non-root user could not read them. Only the container's own processes see the fi
 - name: REDIS_CONNECTION
   value: {{ include "gamebackbone.redis.url" . | quote }}
 {{- end }}
+- name: REDIS_KEY_PREFIX
+  value: {{ .Values.redis.keyPrefix | quote }}
 - name: LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: LOG_FORMAT
