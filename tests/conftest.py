@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.cluster import Cluster
 from tests.support.processes import ProcessGroup, live_services, stop_all_processes
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_servers import (
     LocalRedisServer,
     RedisServer,
@@ -161,6 +162,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """One real Redis Cluster for the run (3 masters, ``redis-server`` + ``redis-cli
+    --cluster create``), for the suites that run with ``REDIS_MODE=cluster``; each suite
+    keeps to its own ``REDIS_KEY_PREFIX``. Skips when ``redis-server`` or ``redis-cli`` is
+    missing, like :func:`redis_server`."""
+    try:
+        cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    except RedisUnavailable as exc:
+        pytest.skip(f"no Redis Cluster for tests: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 RedisFactory = Callable[..., LocalRedisServer]

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis as redis_sync
 
 from protocol import ErrorCode, KickReason, MsgType
 from servicekit.keys import Keys
@@ -22,6 +21,7 @@ from test_client.client import GameClient
 from tests.support.cluster import Cluster
 from tests.support.ports import free_port
 from tests.support.raw import RawClient
+from tests.support.redis_servers import RedisServer
 from tests.support.users import new_user_id
 from tests.support.waiting import wait_until, wait_until_async
 
@@ -59,10 +59,11 @@ async def login(cluster: Cluster, gateway: int, user_id: int, **extra: Any) -> t
     return client, (await client.login(user_id, **extra)).payload
 
 
-def session_keys(redis_url: str, session_id: int) -> list[bytes]:
-    client = redis_sync.Redis.from_url(redis_url)
+def session_keys(redis: RedisServer, session_id: int) -> list[str]:
+    """Which of the session's keys (hash, responses, tombstone) exist."""
+    client = redis.client()
     try:
-        return sorted(client.keys(f"{KEYS.session(session_id)}*"))
+        return [key for key in KEYS.session_keys(session_id) if client.exists(key)]
     finally:
         client.close()
 
@@ -99,7 +100,7 @@ async def test_cross_node_duplicate_login(cluster: Cluster) -> None:
         assert stale.payload["ok"] is False and stale.payload["error"] == "INVALID_SESSION"
         moved = await new.request(MsgType.MOVE_REQ, 2, {"x": 5, "y": 5})
         assert moved.payload["moves"] == new_login["state"]["moves"] + 1
-        assert session_keys(cluster.redis.url, old_login["session_id"]) == []
+        assert session_keys(cluster.redis, old_login["session_id"]) == []
         await new.close()
         await other.close()
         if new_login["node_id"] != old_login["node_id"]:
@@ -108,7 +109,7 @@ async def test_cross_node_duplicate_login(cluster: Cluster) -> None:
 
 
 async def test_same_user_same_instant_through_two_gateways(cluster: Cluster) -> None:
-    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    redis_client = cluster.redis.client()
     for _ in range(50):
         user = new_user_id()
         clients = [await RawClient.connect(gw.address) for gw in cluster.gateways]
@@ -136,9 +137,9 @@ async def test_same_user_same_instant_through_two_gateways(cluster: Cluster) -> 
         live = int(redis_client.get(KEYS.user_session(user)) or 0)
         assert live == answers[winner].payload["session_id"]
         for session_id in losing_sessions:
-            assert session_keys(cluster.redis.url, session_id) == []
-        assert session_keys(cluster.redis.url, live) != []
-        owned = [key for key in redis_client.scan_iter("gb:*:sess:*")
+            assert session_keys(cluster.redis, session_id) == []
+        assert session_keys(cluster.redis, live) != []
+        owned = [key for key in redis_client.scan_iter("gb:*:sess:*", count=1000)
                  if key.count(b":") == 3
                  and redis_client.hget(key, "user_id") == str(user).encode()]
         assert owned == [KEYS.session(live).encode()], "exactly one session per user"
@@ -161,7 +162,7 @@ async def test_quick_reconnect_racing_the_old_close(cluster: Cluster) -> None:
     for seq in range(3, 23):
         moved = await new.request(MsgType.MOVE_REQ, seq, {"x": seq, "y": 0})
         assert moved.payload["moves"] == seq - 1
-    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    redis_client = cluster.redis.client()
     fields = redis_client.hgetall(KEYS.session(login_payload["session_id"]))
     redis_client.close()
     assert fields[b"attached"] == b"1"
@@ -185,7 +186,7 @@ async def test_whisper_across_nodes_and_gateways(cluster: Cluster) -> None:
 async def admin_kick(cluster: Cluster, user: int) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gameserver", "admin", "kick", "--user-id", str(user),
-        "--redis-connection", cluster.redis.url,
+        "--redis-connection", cluster.redis.url, "--redis-mode", cluster.redis.mode,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     async with asyncio.timeout(30):
         output, _ = await process.communicate()
@@ -250,7 +251,7 @@ async def test_auto_node_ids_for_identical_replicas(system_factory) -> None:  # 
                                     wait_ready=False) for _ in range(3)]
     for node in nodes:
         node.wait_ready()
-    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    redis_client = cluster.redis.client()
     ids = sorted(int(m) for m in redis_client.smembers(KEYS.nodes))
     redis_client.close()
     assert ids == [1, 2, 3]
@@ -402,7 +403,7 @@ async def test_paused_gameserver_cannot_touch_sessions_that_moved(
     await wait_until_async(
         lambda: "gameserver_sessions_active 0.0" in victim.process.metrics_text(), timeout=15,
         message="the resumed GameServer still holds sessions whose clients left")
-    redis_client = redis_sync.Redis.from_url(cluster.redis.url)
+    redis_client = cluster.redis.client()
     for player in load.players:
         fields = redis_client.hgetall(KEYS.session(player.client.session_id))
         assert fields, "a moved session was deleted"

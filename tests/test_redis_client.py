@@ -1,6 +1,7 @@
 """servicekit.redis_client's connections: packed by hiredis's C packer (redis-py's asyncio
 connection packs in Python), byte for byte what redis-py's own packer sends, and read back
-unchanged by a real redis-server."""
+unchanged by a real redis-server; and REDIS_MODE: a cluster's seeds open redis-py's cluster
+client, and a connection that does not fit its mode stops the service at start."""
 
 from __future__ import annotations
 
@@ -50,3 +51,39 @@ async def test_values_round_trip_through_a_real_redis(redis_server: RedisServer)
         await client.delete("test:redis_client:s", "test:redis_client:b",
                             "test:redis_client:f")
         await client.aclose()
+
+
+# --------------------------------------------------------------------- REDIS_MODE
+def test_cluster_mode_opens_redis_pys_cluster_client_on_every_seed() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    client = open_redis("10.0.0.1:7000,redis://:s3cret@10.0.0.2:7001", mode="cluster")
+    assert isinstance(client, RedisCluster)
+    seeds = sorted(node.name for node in client.nodes_manager.startup_nodes.values())
+    assert seeds == ["10.0.0.1:7000", "10.0.0.2:7001"]
+    # The first seed's credentials apply to every node; no hidden retries.
+    assert client.nodes_manager.connection_kwargs["password"] is None
+    assert client.retry.get_retries() == 0
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"REDIS_CONNECTION": "a:1,b:2"}, "needs REDIS_MODE=cluster"),
+    ({"REDIS_MODE": "cluster", "REDIS_CONNECTION": "unix:///tmp/r.sock"}, "not unix://"),
+    ({"REDIS_MODE": "cluster", "REDIS_CONNECTION": "a:1,b:x"}, "HOST:PORT"),
+    ({"REDIS_MODE": "sharded"}, "REDIS_MODE"),
+])
+def test_redis_mode_and_connection_are_checked_at_start(env: dict[str, str],
+                                                       problem: str) -> None:
+    from gateway.config import GatewayConfig
+    from servicekit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=problem):
+        load_config(GatewayConfig, [], env, prog="gateway", description="")
+
+
+def test_a_cluster_is_shown_by_its_first_seed() -> None:
+    from servicekit.redis_url import display_address, uses_tls
+
+    assert display_address("10.0.0.1:7000,10.0.0.2:7001,10.0.0.3:7002") == (
+        "10.0.0.1:7000 (+2 seeds)")
+    assert uses_tls("rediss://h:6380,rediss://g:6380")

@@ -159,6 +159,7 @@ def describe(config: Any) -> str:
 
 DEFAULT_REDIS = "redis-dev.k8s.home:6379"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR")
+REDIS_MODES = ("standalone", "cluster")
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,11 @@ class CommonConfig:
     redis_tls_key_file: str = setting(
         "", env="REDIS_TLS_KEY_FILE",
         help="PEM private key (unencrypted) of REDIS_TLS_CERT_FILE")
+    redis_mode: str = setting(
+        "standalone", env="REDIS_MODE",
+        help="standalone: one Redis (or a primary with replicas) at REDIS_CONNECTION; "
+        "cluster: Redis Cluster, REDIS_CONNECTION = comma-separated seed nodes",
+        choices=REDIS_MODES)
     redis_key_prefix: str = setting(
         DEFAULT_PREFIX, env="REDIS_KEY_PREFIX",
         help="prefix of every Redis key (sessions, players, node registry): deployments with "
@@ -202,10 +208,20 @@ class CommonConfig:
 
     def validate(self) -> None:
         from servicekit.curve import load_keys
-        from servicekit.redis_url import to_redis_url
+        from servicekit.redis_url import seed_urls, to_redis_url
 
-        to_redis_url(self.redis_connection)
-        self.redis_tls.check(self.redis_connection)
+        if self.redis_mode == "cluster":
+            for seed in seed_urls(self.redis_connection):
+                if seed.startswith("unix:"):
+                    raise ConfigError("REDIS_CONNECTION: a Redis Cluster is reached over TCP, "
+                                      "not unix://")
+                self.redis_tls.check(seed)
+        else:
+            if "," in self.redis_connection:
+                raise ConfigError("REDIS_CONNECTION lists several servers: that needs "
+                                  "REDIS_MODE=cluster")
+            to_redis_url(self.redis_connection)
+            self.redis_tls.check(self.redis_connection)
         try:
             check_prefix(self.redis_key_prefix)
         except ValueError as exc:

@@ -23,8 +23,10 @@ same keyword arguments the admin CLI's synchronous client gets.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -32,7 +34,7 @@ from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
 from servicekit.redis_tls import NO_TLS, RedisTls
-from servicekit.redis_url import to_redis_url
+from servicekit.redis_url import seed_urls, to_redis_url
 
 
 async def _replace_if_closed(conn: aioredis.Connection) -> None:
@@ -95,8 +97,17 @@ SOCKET_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 2.0
 
 
-def open_redis(connection: str, pool_size: int = POOL_SIZE,
-               tls: RedisTls = NO_TLS) -> aioredis.Redis:
+#: What the services talk to: one Redis, or a Redis Cluster (same commands; a script call's
+#: keys must then share a slot, which servicekit.keys arranges).
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def open_redis(connection: str, pool_size: int = POOL_SIZE, tls: RedisTls = NO_TLS,
+               mode: str = "standalone") -> RedisClient:
+    """``mode`` is REDIS_MODE: ``standalone`` (one server) or ``cluster`` (``connection``
+    lists seed nodes)."""
+    if mode == "cluster":
+        return _open_cluster(connection, pool_size, tls)
     url = to_redis_url(connection)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -111,3 +122,26 @@ def open_redis(connection: str, pool_size: int = POOL_SIZE,
     pool.connection_class = _FRESH_CLASSES.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
 
+
+
+def _open_cluster(connection: str, pool_size: int, tls: RedisTls) -> RedisCluster:
+    """redis-py's own cluster client: it learns the slot map from the seeds, sends each
+    command (and each part of a pipeline) to its slot's master, and follows ``MOVED``/``ASK``
+    after a failover or a resharding. ``retry=0`` as for one Redis: no hidden re-sends of a
+    script that may have run; a failed call fails, the caller decides (and the next call
+    reloads the slot map). ``pool_size`` bounds the connections per node; unlike the
+    standalone pool, a burst past it fails the call instead of waiting."""
+    seeds = [urlsplit(url) for url in seed_urls(connection)]
+    first = seeds[0]
+    return RedisCluster(
+        startup_nodes=[ClusterNode(str(seed.hostname), seed.port or 6379) for seed in seeds],
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
+        ssl=first.scheme == "rediss",
+        max_connections=pool_size,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=10,
+        retry=Retry(NoBackoff(), 0),
+        **tls.client_kwargs(first.geturl()),
+    )

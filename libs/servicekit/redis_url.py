@@ -51,15 +51,27 @@ def to_redis_url(connection: str) -> str:
     return f"redis://{host}:{int(port_text)}/0"
 
 
+def seed_urls(connection: str) -> list[str]:
+    """The URLs of a comma-separated ``REDIS_CONNECTION`` (``REDIS_MODE=cluster``: seed
+    nodes; one or more), each checked like :func:`to_redis_url`. The first one's user,
+    password and scheme apply to every node of the cluster."""
+    seeds = [to_redis_url(part) for part in connection.split(",") if part.strip()]
+    if not seeds:
+        raise ConfigError("REDIS_CONNECTION must not be empty")
+    return seeds
+
+
 def uses_tls(connection: str) -> bool:
-    """Whether ``connection`` is a ``rediss://`` URL."""
-    return urlsplit(to_redis_url(connection)).scheme == "rediss"
+    """Whether ``connection`` (or its first seed) is a ``rediss://`` URL."""
+    return urlsplit(seed_urls(connection)[0]).scheme == "rediss"
 
 
 def display_address(connection: str) -> str:
-    """``host:port`` for log lines, without credentials."""
-    url = to_redis_url(connection)
-    parts = urlsplit(url)
+    """``host:port`` for log lines, without credentials (the first seed's, and how many
+    more there are)."""
+    seeds = seed_urls(connection)
+    parts = urlsplit(seeds[0])
+    more = f" (+{len(seeds) - 1} seeds)" if len(seeds) > 1 else ""
     if parts.scheme == "unix":
         return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}"
+    return f"{parts.hostname}:{parts.port or 6379}{more}"

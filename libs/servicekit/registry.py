@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from servicekit.keys import Keys
+from servicekit.redis_client import RedisClient
 
 MAX_NODE_ID = 65535
 
@@ -33,7 +32,7 @@ def _script(name: str) -> str:
     return resources.files("servicekit").joinpath("lua", f"{name}.lua").read_text()
 
 
-async def read_registry(client: aioredis.Redis, keys: Keys) -> Registry:
+async def read_registry(client: RedisClient, keys: Keys) -> Registry:
     members = await client.smembers(keys.nodes)
     node_ids = sorted(int(m) for m in members if m.isdigit())
     if not node_ids:
@@ -61,7 +60,7 @@ async def read_registry(client: aioredis.Redis, keys: Keys) -> Registry:
 class NodeRegistry:
     """Claims, refreshes and releases one process's entry."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, instance: str) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, instance: str) -> None:
         self.instance = instance
         self._keys = keys
         self._claim = client.register_script(_script("node_claim"))

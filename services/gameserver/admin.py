@@ -20,18 +20,20 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis
 import zmq
+from redis.cluster import ClusterNode, RedisCluster
 
 from servicekit import zmqsockets
-from servicekit.config import DEFAULT_REDIS, ConfigError
+from servicekit.config import DEFAULT_REDIS, REDIS_MODES, ConfigError
 from servicekit.curve import ClusterKeys, CurveMismatch, load_keys, server_key
 from servicekit.keys import DEFAULT_PREFIX, Keys, check_prefix
 from servicekit.redis_problems import explain
 from servicekit.redis_tls import CA_ENV, CERT_ENV, KEY_ENV, NO_TLS, RedisTls
-from servicekit.redis_url import display_address, to_redis_url, uses_tls
+from servicekit.redis_url import display_address, seed_urls, to_redis_url, uses_tls
 
 
 def _redis_options(command: argparse.ArgumentParser) -> None:
@@ -39,6 +41,9 @@ def _redis_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--redis-connection",
                          default=os.environ.get("REDIS_CONNECTION", DEFAULT_REDIS),
                          help="Redis of the cluster [env REDIS_CONNECTION]")
+    command.add_argument("--redis-mode", choices=REDIS_MODES,
+                         default=os.environ.get("REDIS_MODE", "standalone"),
+                         help="the cluster's REDIS_MODE [env REDIS_MODE]")
     for env, what in ((CA_ENV, "CA file that signed Redis' certificate"),
                       (CERT_ENV, "client certificate for Redis with mutual TLS"),
                       (KEY_ENV, "its private key")):
@@ -69,7 +74,11 @@ def main(argv: Sequence[str]) -> int:
     migrate.add_argument("--dry-run", action="store_true", help="count, change nothing")
     args = parser.parse_args(argv)
     try:
-        url = to_redis_url(args.redis_connection)
+        if args.redis_mode == "cluster" and args.command == "migrate-keys":
+            raise ConfigError("migrate-keys moves keys of the layout before Redis Cluster "
+                              "support, so it runs on a single Redis only")
+        url = seed_urls(args.redis_connection)[0] if args.redis_mode == "cluster" else (
+            to_redis_url(args.redis_connection))
         tls = RedisTls(args.redis_tls_ca_file, args.redis_tls_cert_file, args.redis_tls_key_file)
         tls.check(url)
         keys = Keys(check_prefix(args.redis_key_prefix))
@@ -79,7 +88,9 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "migrate-keys":
         return migrate_keys(url, keys, args.dry_run, tls)
-    return kick_user(url, args.user_id, args.timeout, curve, tls, keys)
+    if args.redis_mode == "cluster":
+        url = args.redis_connection
+    return kick_user(url, args.user_id, args.timeout, curve, tls, keys, args.redis_mode)
 
 
 def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
@@ -116,11 +127,11 @@ def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
 
 def kick_user(redis_url: str, user_id: int, timeout_s: float,
               curve: ClusterKeys | None = None, tls: RedisTls = NO_TLS,
-              keys: Keys | None = None) -> int:
+              keys: Keys | None = None, mode: str = "standalone") -> int:
+    """``redis_url``: the URL, or with ``mode="cluster"`` the comma-separated seeds."""
     keys = keys or Keys()
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s, decode_responses=True,
-                                  **tls.client_kwargs(redis_url))
+    client = _sync_client(redis_url, mode, timeout_s, tls)
+    redis_url = seed_urls(redis_url)[0]  # (for messages)
     try:
         session_id = cast(str | None, client.get(keys.user_session(user_id)))
         if session_id is None:
@@ -156,6 +167,26 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float,
         return 0
     print(f"user {user_id} was not online on node {node_id}")
     return 1
+
+
+def _sync_client(connection: str, mode: str, timeout_s: float,
+                 tls: RedisTls) -> redis.Redis | RedisCluster:
+    """The CLI's own synchronous client, reaching Redis as the services do
+    (servicekit.redis_client is asyncio)."""
+    if mode != "cluster":
+        return redis.Redis.from_url(connection, socket_timeout=timeout_s,
+                                    socket_connect_timeout=timeout_s, decode_responses=True,
+                                    **tls.client_kwargs(connection))
+    seeds = [urlsplit(url) for url in seed_urls(connection)]
+    first = seeds[0]
+    return RedisCluster(
+        startup_nodes=[ClusterNode(str(s.hostname), s.port or 6379)  # type: ignore[no-untyped-call]
+                       for s in seeds],
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
+        ssl=first.scheme == "rediss", socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, decode_responses=True,
+        **tls.client_kwargs(first.geturl()))
 
 
 def _call(endpoint: str, method: str, body: dict[str, object], timeout_s: float,

@@ -69,7 +69,8 @@ class GameServerApp:
         self.config = config
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
-        self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
+        self.redis = open_redis(config.redis_connection, tls=config.redis_tls,
+                                mode=config.redis_mode)
         self.keys = config.keys
         self.registry = NodeRegistry(self.redis, self.keys, self.instance)
         self.zmq = zmq.Context()
@@ -125,7 +126,8 @@ class GameServerApp:
             ops.close()
             return self.exit_code
         self.node_id = node_id
-        store = SessionStore(self.redis, self.keys, f"{node_id}:{self.instance}", node_id)
+        store = SessionStore(self.redis, self.keys, f"{node_id}:{self.instance}", node_id,
+                             per_slot=config.redis_mode == "cluster")
         # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
         guard = PortGuard(self.zmq, self.curve, (zmqsockets.P2P, zmqsockets.MESH),
                           lambda port, reason: metrics.internal_refusals.labels(

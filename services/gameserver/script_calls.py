@@ -29,8 +29,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+
+from servicekit.redis_client import RedisClient
 
 
 def script_sha(text: str) -> str:
@@ -45,7 +46,7 @@ _Call = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
 class ScriptCalls:
     """Queues ``EVALSHA`` calls made in one tick and sends them as one pipeline."""
 
-    def __init__(self, client: aioredis.Redis, scripts: Mapping[str, str]) -> None:
+    def __init__(self, client: RedisClient, scripts: Mapping[str, str]) -> None:
         self._client = client
         self._texts = dict(scripts)
         self._shas = {name: script_sha(text) for name, text in scripts.items()}
@@ -120,7 +121,10 @@ class ScriptCalls:
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args, _ in batch:
-            pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+            # Not ``pipe.evalsha``: redis-py's cluster pipeline blocks that name (a script
+            # may touch keys of several slots); ours declare keys of one slot, which the
+            # cluster pipeline routes by, like any keyed command, to that slot's master.
+            pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
 
     async def close(self) -> None:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gameserver import metrics
 from gameserver.script_calls import ScriptCalls
 from gameserver.state import PlayerState
 from servicekit.keys import Keys, slot_of_session
+from servicekit.redis_client import RedisClient
 
 SEQ_BYTES = 8
 
@@ -105,7 +105,7 @@ class SessionStore:
     and the lease renewal send one call per slot (all in the tick's pipeline, which redis-py
     splits per master); on one Redis they send one call for everything."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, owner: str, node_id: int,
+    def __init__(self, client: RedisClient, keys: Keys, owner: str, node_id: int,
                  per_slot: bool = False) -> None:
         self.client = client
         self.keys = keys

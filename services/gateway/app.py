@@ -43,7 +43,8 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.redis_address = display_address(config.redis_connection)
-        self.redis = open_redis(config.redis_connection, tls=config.redis_tls)
+        self.redis = open_redis(config.redis_connection, tls=config.redis_tls,
+                                mode=config.redis_mode)
         self.keys = config.keys
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).

@@ -120,6 +120,9 @@ CASES: dict[str, dict[str, Any]] = {
                    "prometheusRule": {"enabled": True, "labels": {"release": "kps"}}},
     "redis-secret": {"redis": {"existingSecret": {"name": "gb-redis", "key": "redis-url"}}},
     "redis-password": {"redis": {"password": REDIS_PASSWORD, "database": 3}},
+    "redis-cluster": {"redis": {"mode": "cluster", "host": "redis-0.redis",
+                                "clusterSeeds": ["redis-1.redis:6379", "redis-2.redis:6379"],
+                                "keyPrefix": "eu1:gb:"}},
     "hpa": {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
                                         "targetMemoryUtilizationPercentage": 80}}},
     "networkpolicy": {"networkPolicy": {
@@ -191,6 +194,9 @@ BAD_VALUES = [
     ({"redis": {"host": "redis://x:1"}}, "/redis/host"),
     ({"redis": {"keyPrefix": "g{b}:"}}, "/redis/keyPrefix"),
     ({"redis": {"keyPrefix": ""}}, "/redis/keyPrefix"),
+    ({"redis": {"mode": "sentinel"}}, "/redis/mode"),
+    ({"redis": {"mode": "cluster", "database": 1}}, "/redis/database"),
+    ({"redis": {"mode": "cluster", "clusterSeeds": ["redis-1"]}}, "/redis/clusterSeeds/0"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"maxFrameBytes": 100}, "/maxFrameBytes"),
     ({"gameserver": {"auth": {"mode": "oauth"}}}, "/gameserver/auth/mode"),
@@ -460,6 +466,7 @@ def test_default_release(rendered: dict[str, Any]) -> None:
         "fieldRef": {"fieldPath": "status.podIP"}}
     assert env["REDIS_CONNECTION"]["value"] == "redis://redis-dev.k8s.home:6379/0"
     assert env["REDIS_KEY_PREFIX"]["value"] == "gb:"
+    assert env["REDIS_MODE"]["value"] == "standalone"
     assert "ADMIN_TOKEN" not in env and "AUTH_SECRET" not in env
 
     deploy = one(docs, "Deployment", GATEWAY)
@@ -570,6 +577,16 @@ def test_redis_connection_options(rendered: dict[str, Any]) -> None:
             "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}}
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
         assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+
+    # Redis Cluster: every seed, database 0, and the services told the mode and prefix.
+    docs = documents(rendered, "redis-cluster")
+    for workload in (one(docs, "Deployment"), one(docs, "StatefulSet")):
+        env = env_of(workload)
+        assert env["REDIS_CONNECTION"]["value"] == (
+            "redis://redis-0.redis:6379/0,redis://redis-1.redis:6379/0,"
+            "redis://redis-2.redis:6379/0")
+        assert env["REDIS_MODE"]["value"] == "cluster"
+        assert env["REDIS_KEY_PREFIX"]["value"] == "eu1:gb:"
 
 
 def test_network_policies(rendered: dict[str, Any]) -> None:
@@ -885,10 +902,10 @@ def test_checkov_passes(tools: Path, rendered: dict[str, Any]) -> None:
 #: Set by the chart's templates (the rest may come from gateway.env / gameserver.env): always,
 #: or with the values that call for them (a Secret, TLS, CURVE).
 CHART_ALWAYS = {
-    "gateway": {"REDIS_CONNECTION", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
+    "gateway": {"REDIS_CONNECTION", "REDIS_MODE", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
                 "MAX_FRAME_BYTES", "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT",
                 "GATEWAY_DRAIN_GRACE_S"},
-    "gameserver": {"REDIS_CONNECTION", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
+    "gameserver": {"REDIS_CONNECTION", "REDIS_MODE", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
                    "MAX_FRAME_BYTES", "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST",
                    "GAMESERVER_P2P_PORT",
                    "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT",

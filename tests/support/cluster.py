@@ -121,6 +121,7 @@ class Cluster:
 
     def _node_env(self, extra: Mapping[str, str | None] | None) -> dict[str, str | None]:
         merged: dict[str, str | None] = dict(DEFAULT_ENV)
+        merged["REDIS_MODE"] = self.redis.mode
         merged.update(self.env)
         merged.update(extra or {})
         return merged

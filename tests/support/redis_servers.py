@@ -43,6 +43,8 @@ class RedisServer:
 
     host: str
     port: int
+    #: The services' REDIS_MODE for it (tests.support.redis_cluster has ``cluster``).
+    mode = "standalone"
 
     @property
     def url(self) -> str:

@@ -122,7 +122,13 @@ imagePullSecrets:
 {{- else if $user }}
 {{- $auth = printf "%s@" $user }}
 {{- end }}
-{{- printf "%s://%s%s:%d/%d" $scheme $auth $r.host (int $r.port) (int $r.database) }}
+{{- $urls := list (printf "%s://%s%s:%d/%d" $scheme $auth $r.host (int $r.port) (int $r.database)) }}
+{{- if eq $r.mode "cluster" }}
+{{- range $r.clusterSeeds }}
+{{- $urls = append $urls (printf "%s://%s%s/0" $scheme $auth .) }}
+{{- end }}
+{{- end }}
+{{- join "," $urls }}
 {{- end }}
 
 {{- define "gamebackbone.chartSecretData" -}}
@@ -342,6 +348,8 @@ non-root user could not read them. Only the container's own processes see the fi
 - name: REDIS_CONNECTION
   value: {{ include "gamebackbone.redis.url" . | quote }}
 {{- end }}
+- name: REDIS_MODE
+  value: {{ .Values.redis.mode | quote }}
 - name: REDIS_KEY_PREFIX
   value: {{ .Values.redis.keyPrefix | quote }}
 - name: LOG_LEVEL

@@ -1,0 +1,119 @@
+"""A real Redis Cluster for tests: ``redis-server`` processes in cluster mode on free loopback
+ports, joined with ``redis-cli --cluster create`` (3 masters, optionally a replica each).
+
+Why real processes: what a cluster changes (slots, ``CROSSSLOT``, ``MOVED``, a master's
+failover) is exactly what a fake would not show. Each node is a
+:class:`~tests.support.redis_servers.LocalRedisServer`, so a test can ``kill()`` one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from tests.support.ports import free_port
+from tests.support.redis_servers import LocalRedisServer, RedisUnavailable, redis_binary
+
+
+def redis_cli() -> str | None:
+    return shutil.which("redis-cli")
+
+
+class LocalRedisCluster:
+    """``masters`` masters (and ``replicas`` replicas each) on 127.0.0.1."""
+
+    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 0) -> None:
+        if redis_binary() is None or redis_cli() is None:
+            raise RedisUnavailable("a Redis Cluster needs redis-server and redis-cli on PATH")
+        self.data_dir = data_dir
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[LocalRedisServer] = []
+
+    #: The services' REDIS_MODE for it.
+    mode = "cluster"
+
+    @property
+    def connection(self) -> str:
+        """What ``REDIS_CONNECTION`` gets with ``REDIS_MODE=cluster``: every seed node."""
+        return ",".join(node.connection for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """What tests.support.cluster passes as ``--redis-connection`` (the seeds)."""
+        return self.connection
+
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
+        for index in range(self.masters * (1 + self.replicas)):
+            node_dir = self.data_dir / f"node-{index}"
+            node = LocalRedisServer(node_dir, extra_args=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "2000",
+                # The bus port, named: the default (port + 10000) may be taken, or too high.
+                "--cluster-port", str(free_port()),
+            ])
+            self.nodes.append(node.start())
+        cli = redis_cli()
+        assert cli is not None
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(n.connection for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if created.returncode != 0:
+            self.close()
+            raise RedisUnavailable(f"redis-cli --cluster create failed:\n{created.stdout}"
+                                   f"\n{created.stderr}")
+        self.wait_ok(timeout)
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node reports ``cluster_state:ok`` (slots assigned, agreed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                try:
+                    with node.client(decode_responses=True) as client:
+                        states.append(client.cluster("INFO")["cluster_state"])
+                except (redis.RedisError, OSError):
+                    states.append("down")
+            if states and all(state == "ok" for state in states):
+                return
+            if time.monotonic() >= deadline:
+                raise RedisUnavailable(f"the Redis Cluster did not settle: {states}")
+            time.sleep(0.1)
+
+    def client(self, **kwargs: Any) -> RedisCluster:
+        """A synchronous cluster client for a test's own checks (bytes, like
+        :meth:`RedisServer.client`)."""
+        first = self.nodes[0]
+        return RedisCluster(host=first.host, port=first.port, **kwargs)
+
+    def master_of_key(self, key: str) -> LocalRedisServer:
+        """The node serving ``key``'s slot now."""
+        with self.client() as client:
+            node = client.get_node_from_key(key)
+            return next(n for n in self.nodes if n.port == node.port)
+
+    def masters_now(self) -> list[LocalRedisServer]:
+        with self.client() as client:
+            ports = {node.port for node in client.get_primaries()}
+        return [n for n in self.nodes if n.port in ports]
+
+    def flush(self) -> None:
+        for node in self.masters_now():
+            with node.client() as client:
+                client.flushall()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
