@@ -25,13 +25,21 @@ GATEWAY = b"gw-1-test"
 
 
 class RecordingStore(SessionStore):
-    """The real store; each script call's name and keys are kept for the test."""
+    """The real store; each script call's name and keys are kept for the test (taken where
+    every call goes: its ScriptCalls)."""
 
     calls: list[tuple[str, list[str]]]
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        self.calls.append((name, list(keys)))
-        return await super()._run(name, keys, args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = []
+        send = self._calls.call
+
+        def recording(name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+            self.calls.append((name, list(keys)))
+            return send(name, keys, args)
+
+        self._calls.call = recording  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -41,7 +49,6 @@ async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RecordingStor
     for prefix in ("test-a:", "test-b:"):
         store = RecordingStore(client, Keys(prefix), owner=f"1:{prefix}", node_id=1,
                                per_slot=True)
-        store.calls = []
         made.append(store)
     try:
         yield tuple(made)
