@@ -7,14 +7,12 @@ GameServer, run again unchanged. ``cluster`` and ``system_factory`` are this mod
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.support.cluster import Cluster
-from tests.support.redis_cluster import LocalRedisCluster
+from tests.support.redis_cluster import LocalRedisCluster, on_redis_cluster, services_on
 from tests.test_cluster import (  # noqa: F401 (collected here again)
     CLUSTER_ENV,
     test_admin_kick_wherever_the_user_is,
@@ -26,38 +24,19 @@ from tests.test_cluster import (  # noqa: F401 (collected here again)
     test_whisper_across_nodes_and_gateways,
 )
 
-_prefixes = (f"c{n}:" for n in itertools.count(1))
-
 
 @pytest.fixture(scope="module")
 def cluster(redis_cluster: LocalRedisCluster,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """3 GameServers and 2 Gateways on the Redis Cluster, under the default prefix (the
     imported tests read keys with ``Keys()``)."""
-    shared = Cluster(redis_cluster, tmp_path_factory.mktemp("cluster-on-redis-cluster"),  # type: ignore[arg-type]
-                     env=CLUSTER_ENV)
-    try:
-        yield shared.start(gameservers=3, gateways=2)
-    finally:
-        shared.stop()
+    with services_on(redis_cluster, tmp_path_factory.mktemp("cluster-on-redis-cluster"),
+                     CLUSTER_ENV, gameservers=3, gateways=2) as shared:
+        yield shared
 
 
 @pytest.fixture
-def system_factory(redis_cluster: LocalRedisCluster, tmp_path: Path) -> Iterator[object]:
-    """conftest's ``system_factory``, on the Redis Cluster, a fresh prefix per cluster."""
-    made: list[Cluster] = []
-
-    def make(*, env: Mapping[str, str | None] | None = None, gameservers: int = 1,
-             gateways: int = 1, start: bool = True) -> Cluster:
-        made_cluster = Cluster(redis_cluster, tmp_path / f"system-{len(made) + 1}",  # type: ignore[arg-type]
-                               env={"REDIS_KEY_PREFIX": next(_prefixes), **(env or {})})
-        made.append(made_cluster)
-        if start:
-            made_cluster.start(gameservers=gameservers, gateways=gateways)
-        return made_cluster
-
-    try:
-        yield make
-    finally:
-        for made_cluster in made:
-            made_cluster.stop()
+def system_factory(system_factory: Callable[..., Cluster],
+                   redis_cluster: LocalRedisCluster) -> Callable[..., Cluster]:
+    """conftest's ``system_factory``, on the Redis Cluster."""
+    return on_redis_cluster(system_factory, redis_cluster)

@@ -10,9 +10,7 @@ conftest.py for the imported tests); each cluster of services keeps to its own
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,7 +18,7 @@ from protocol import MsgType
 from servicekit.keys import Keys
 from tests.support.cluster import Cluster
 from tests.support.raw import RawClient
-from tests.support.redis_cluster import LocalRedisCluster
+from tests.support.redis_cluster import LocalRedisCluster, on_redis_cluster, services_on
 from tests.support.users import new_user_id
 from tests.test_e2e_faults import (  # noqa: F401 (collected here again)
     test_move_retry_after_gameserver_kill_9_and_restart,
@@ -43,40 +41,22 @@ from tests.test_e2e_session import (  # noqa: F401 (collected here again)
 )
 
 SUITE_PREFIX = "suite:"
-_prefixes = (f"t{n}:" for n in itertools.count(1))
 
 
 @pytest.fixture(scope="module")
 def system(redis_cluster: LocalRedisCluster,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One GameServer and one Gateway on the Redis Cluster."""
-    shared = Cluster(redis_cluster, tmp_path_factory.mktemp("system-redis-cluster"),  # type: ignore[arg-type]
-                     env={"REDIS_KEY_PREFIX": SUITE_PREFIX})
-    try:
-        yield shared.start()
-    finally:
-        shared.stop()
+    with services_on(redis_cluster, tmp_path_factory.mktemp("system-redis-cluster"),
+                     {"REDIS_KEY_PREFIX": SUITE_PREFIX}) as shared:
+        yield shared
 
 
 @pytest.fixture
-def system_factory(redis_cluster: LocalRedisCluster, tmp_path: Path) -> Iterator[object]:
-    """conftest's ``system_factory``, on the Redis Cluster, a fresh prefix per cluster."""
-    made: list[Cluster] = []
-
-    def make(*, env: Mapping[str, str | None] | None = None, gameservers: int = 1,
-             gateways: int = 1, start: bool = True) -> Cluster:
-        cluster = Cluster(redis_cluster, tmp_path / f"system-{len(made) + 1}",  # type: ignore[arg-type]
-                          env={"REDIS_KEY_PREFIX": next(_prefixes), **(env or {})})
-        made.append(cluster)
-        if start:
-            cluster.start(gameservers=gameservers, gateways=gateways)
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster in made:
-            cluster.stop()
+def system_factory(system_factory: Callable[..., Cluster],
+                   redis_cluster: LocalRedisCluster) -> Callable[..., Cluster]:
+    """conftest's ``system_factory``, on the Redis Cluster."""
+    return on_redis_cluster(system_factory, redis_cluster)
 
 
 async def test_sessions_spread_over_every_master(system: Cluster,

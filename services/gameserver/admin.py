@@ -114,9 +114,7 @@ def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
             else:
                 kept += 1
     except redis.RedisError as exc:
-        print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
-              file=sys.stderr)
-        return 2
+        return _redis_failed(redis_url, exc)
     finally:
         client.close()
     verb = "would move" if dry_run else "moved"
@@ -140,9 +138,7 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float,
         node_id = cast(str | None, client.hget(keys.session(int(session_id)), "node_id"))
         node = cast(dict[str, str], client.hgetall(keys.node(int(node_id)))) if node_id else {}
     except redis.RedisError as exc:
-        print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
-              file=sys.stderr)
-        return 2
+        return _redis_failed(redis_url, exc)
     finally:
         client.close()
     if not node:
@@ -167,6 +163,13 @@ def kick_user(redis_url: str, user_id: int, timeout_s: float,
         return 0
     print(f"user {user_id} was not online on node {node_id}")
     return 1
+
+
+def _redis_failed(redis_url: str, exc: redis.RedisError) -> int:
+    """Say what went wrong with Redis, as the services would; exit code 2."""
+    print(f"gameserver admin: {explain(display_address(redis_url), exc, uses_tls(redis_url))}",
+          file=sys.stderr)
+    return 2
 
 
 def _sync_client(connection: str, mode: str, timeout_s: float,

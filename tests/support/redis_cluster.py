@@ -8,9 +8,12 @@ failover) is exactly what a fake would not show. Each node is a
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +120,33 @@ class LocalRedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+_prefixes = (f"rc{n}:" for n in itertools.count(1))
+
+
+def on_redis_cluster(system_factory: Callable[..., Any],
+                     redis_cluster: LocalRedisCluster) -> Callable[..., Any]:
+    """conftest's ``system_factory``, making its clusters of services on ``redis_cluster``,
+    each under a ``REDIS_KEY_PREFIX`` of its own (they share the Redis Cluster, never a
+    key)."""
+    def make(*, env: Mapping[str, str | None] | None = None, **kwargs: Any) -> Any:
+        return system_factory(redis=redis_cluster,
+                              env={"REDIS_KEY_PREFIX": next(_prefixes), **(env or {})},
+                              **kwargs)
+    return make
+
+
+@contextmanager
+def services_on(redis_cluster: LocalRedisCluster, log_dir: Path,
+                env: Mapping[str, str | None], gameservers: int = 1,
+                gateways: int = 1) -> Iterator[Any]:
+    """GameServers and Gateways on ``redis_cluster`` (a tests.support.cluster.Cluster,
+    started), stopped on the way out."""
+    from tests.support.cluster import Cluster
+
+    services = Cluster(redis_cluster, log_dir, env=env)  # type: ignore[arg-type]
+    try:
+        yield services.start(gameservers=gameservers, gateways=gateways)
+    finally:
+        services.stop()
