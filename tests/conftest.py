@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, settings
 from tests.support.cluster import Cluster
 from tests.support.processes import ProcessGroup, live_services, stop_all_processes
 from tests.support.redis_cluster import LocalRedisCluster
+from tests.support.redis_sentinel import LocalRedisSentinel
 from tests.support.redis_servers import (
     LocalRedisServer,
     RedisServer,
@@ -178,6 +179,20 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisSentinel]:
+    """A real master + replica + 3 sentinels for one module (its failover test promotes
+    the replica, so no other module shares it). Skips without ``redis-server``."""
+    try:
+        sentinel = LocalRedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start()
+    except RedisUnavailable as exc:
+        pytest.skip(f"no Redis Sentinel for tests: {exc}")
+    try:
+        yield sentinel
+    finally:
+        sentinel.close()
 
 
 RedisFactory = Callable[..., LocalRedisServer]

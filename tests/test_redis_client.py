@@ -69,6 +69,7 @@ def test_cluster_mode_opens_redis_pys_cluster_client_on_every_seed() -> None:
 @pytest.mark.parametrize(("env", "problem"), [
     ({"REDIS_CONNECTION": "a:1,b:2"}, "needs REDIS_MODE=cluster"),
     ({"REDIS_MODE": "cluster", "REDIS_CONNECTION": "unix:///tmp/r.sock"}, "not unix://"),
+    ({"REDIS_MODE": "sentinel", "REDIS_CONNECTION": "h:26379,unix:///s"}, "not unix://"),
     ({"REDIS_MODE": "cluster", "REDIS_CONNECTION": "a:1,b:x"}, "HOST:PORT"),
     ({"REDIS_MODE": "sharded"}, "REDIS_MODE"),
 ])
@@ -87,3 +88,23 @@ def test_a_cluster_is_shown_by_its_first_seed() -> None:
     assert display_address("10.0.0.1:7000,10.0.0.2:7001,10.0.0.3:7002") == (
         "10.0.0.1:7000 (+2 seeds)")
     assert uses_tls("rediss://h:6380,rediss://g:6380")
+
+
+def test_sentinel_mode_asks_the_sentinels_for_the_master() -> None:
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    client = open_redis("redis://:pw@10.0.0.5:26379/2,10.0.0.6:26380", mode="sentinel",
+                        sentinel_master="gb-master")
+    assert isinstance(client, aioredis.Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "gb-master"
+    sentinels = [(s.connection_pool.connection_kwargs["host"],
+                  s.connection_pool.connection_kwargs["port"])
+                 for s in pool.sentinel_manager.sentinels]
+    assert sentinels == [("10.0.0.5", 26379), ("10.0.0.6", 26380)]
+    # The URL's password and database are the master's; the sentinels get no password.
+    assert (pool.connection_kwargs["password"], pool.connection_kwargs["db"]) == ("pw", 2)
+    assert all("password" not in s.connection_pool.connection_kwargs
+               or s.connection_pool.connection_kwargs["password"] is None
+               for s in pool.sentinel_manager.sentinels)

@@ -159,7 +159,7 @@ def describe(config: Any) -> str:
 
 DEFAULT_REDIS = "redis-dev.k8s.home:6379"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR")
-REDIS_MODES = ("standalone", "cluster")
+REDIS_MODES = ("standalone", "cluster", "sentinel")
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,12 @@ class CommonConfig:
     redis_mode: str = setting(
         "standalone", env="REDIS_MODE",
         help="standalone: one Redis (or a primary with replicas) at REDIS_CONNECTION; "
-        "cluster: Redis Cluster, REDIS_CONNECTION = comma-separated seed nodes",
+        "cluster: Redis Cluster, REDIS_CONNECTION = comma-separated seed nodes; sentinel: "
+        "the master REDIS_SENTINEL_MASTER, REDIS_CONNECTION = comma-separated sentinels",
         choices=REDIS_MODES)
+    redis_sentinel_master: str = setting(
+        "mymaster", env="REDIS_SENTINEL_MASTER",
+        help="REDIS_MODE=sentinel: the name the sentinels monitor the master under")
     redis_key_prefix: str = setting(
         DEFAULT_PREFIX, env="REDIS_KEY_PREFIX",
         help="prefix of every Redis key (sessions, players, node registry): deployments with "
@@ -210,16 +214,16 @@ class CommonConfig:
         from servicekit.curve import load_keys
         from servicekit.redis_url import seed_urls, to_redis_url
 
-        if self.redis_mode == "cluster":
+        if self.redis_mode != "standalone":
             for seed in seed_urls(self.redis_connection):
                 if seed.startswith("unix:"):
-                    raise ConfigError("REDIS_CONNECTION: a Redis Cluster is reached over TCP, "
-                                      "not unix://")
+                    raise ConfigError(f"REDIS_CONNECTION: with REDIS_MODE={self.redis_mode} "
+                                      "every server is reached over TCP, not unix://")
                 self.redis_tls.check(seed)
         else:
             if "," in self.redis_connection:
                 raise ConfigError("REDIS_CONNECTION lists several servers: that needs "
-                                  "REDIS_MODE=cluster")
+                                  "REDIS_MODE=cluster (seed nodes) or sentinel (sentinels)")
             to_redis_url(self.redis_connection)
             self.redis_tls.check(self.redis_connection)
         try:

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
@@ -103,11 +104,14 @@ RedisClient = aioredis.Redis | RedisCluster
 
 
 def open_redis(connection: str, pool_size: int = POOL_SIZE, tls: RedisTls = NO_TLS,
-               mode: str = "standalone") -> RedisClient:
-    """``mode`` is REDIS_MODE: ``standalone`` (one server) or ``cluster`` (``connection``
-    lists seed nodes)."""
+               mode: str = "standalone", sentinel_master: str = "mymaster") -> RedisClient:
+    """``mode`` is REDIS_MODE: ``standalone`` (one server), ``cluster`` (``connection``
+    lists seed nodes) or ``sentinel`` (``connection`` lists the sentinels that know the
+    master ``sentinel_master``)."""
     if mode == "cluster":
         return _open_cluster(connection, pool_size, tls)
+    if mode == "sentinel":
+        return _open_sentinel(connection, sentinel_master, pool_size, tls)
     url = to_redis_url(connection)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -145,3 +149,33 @@ def _open_cluster(connection: str, pool_size: int, tls: RedisTls) -> RedisCluste
         retry=Retry(NoBackoff(), 0),
         **tls.client_kwargs(first.geturl()),
     )
+
+
+def _open_sentinel(connection: str, master: str, pool_size: int,
+                   tls: RedisTls) -> aioredis.Redis:
+    """redis-py's own Sentinel client: each new connection asks the sentinels where the
+    master is, and after a failover the connections to the old master are dropped, so
+    service resumes once the sentinels have promoted a replica. The first URL's user,
+    password, database and scheme are the master's (and its replicas'); the sentinels are
+    asked without credentials. No hidden retries, as for one Redis."""
+    seeds = [urlsplit(url) for url in seed_urls(connection)]
+    first = seeds[0]
+    tls_kwargs = tls.client_kwargs(first.geturl())
+    socket_kwargs: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S,
+                                     "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [(str(seed.hostname), seed.port or 26379) for seed in seeds],
+        sentinel_kwargs={**socket_kwargs, **({"ssl": True, **tls_kwargs} if tls_kwargs
+                                            else {})})
+    client: aioredis.Redis = sentinel.master_for(
+        master,
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
+        db=int(first.path.strip("/") or 0),
+        max_connections=pool_size,
+        health_check_interval=10,
+        retry=Retry(NoBackoff(), 0),
+        **socket_kwargs,
+        **({"ssl": True, **tls_kwargs} if tls_kwargs else {}),
+    )
+    return client

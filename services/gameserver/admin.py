@@ -26,6 +26,7 @@ import orjson
 import redis
 import zmq
 from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from servicekit import zmqsockets
 from servicekit.config import DEFAULT_REDIS, REDIS_MODES, ConfigError
@@ -50,6 +51,10 @@ def _redis_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--" + env.lower().replace("_", "-"), metavar="FILE",
                              default=os.environ.get(env, ""),
                              help=f"PEM {what}, for rediss:// [env {env}]")
+    command.add_argument("--redis-sentinel-master",
+                         default=os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+                         help="with --redis-mode sentinel: the master's name "
+                         "[env REDIS_SENTINEL_MASTER]")
     command.add_argument("--redis-key-prefix",
                          default=os.environ.get("REDIS_KEY_PREFIX", DEFAULT_PREFIX),
                          help="the cluster's REDIS_KEY_PREFIX [env REDIS_KEY_PREFIX]")
@@ -74,11 +79,11 @@ def main(argv: Sequence[str]) -> int:
     migrate.add_argument("--dry-run", action="store_true", help="count, change nothing")
     args = parser.parse_args(argv)
     try:
-        if args.redis_mode == "cluster" and args.command == "migrate-keys":
+        if args.redis_mode != "standalone" and args.command == "migrate-keys":
             raise ConfigError("migrate-keys moves keys of the layout before Redis Cluster "
                               "support, so it runs on a single Redis only")
-        url = seed_urls(args.redis_connection)[0] if args.redis_mode == "cluster" else (
-            to_redis_url(args.redis_connection))
+        url = (seed_urls(args.redis_connection)[0] if args.redis_mode != "standalone"
+               else to_redis_url(args.redis_connection))
         tls = RedisTls(args.redis_tls_ca_file, args.redis_tls_cert_file, args.redis_tls_key_file)
         tls.check(url)
         keys = Keys(check_prefix(args.redis_key_prefix))
@@ -88,9 +93,10 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "migrate-keys":
         return migrate_keys(url, keys, args.dry_run, tls)
-    if args.redis_mode == "cluster":
+    if args.redis_mode != "standalone":
         url = args.redis_connection
-    return kick_user(url, args.user_id, args.timeout, curve, tls, keys, args.redis_mode)
+    return kick_user(url, args.user_id, args.timeout, curve, tls, keys, args.redis_mode,
+                     args.redis_sentinel_master)
 
 
 def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
@@ -125,10 +131,12 @@ def migrate_keys(redis_url: str, keys: Keys, dry_run: bool = False,
 
 def kick_user(redis_url: str, user_id: int, timeout_s: float,
               curve: ClusterKeys | None = None, tls: RedisTls = NO_TLS,
-              keys: Keys | None = None, mode: str = "standalone") -> int:
-    """``redis_url``: the URL, or with ``mode="cluster"`` the comma-separated seeds."""
+              keys: Keys | None = None, mode: str = "standalone",
+              sentinel_master: str = "mymaster") -> int:
+    """``redis_url``: the URL; with ``mode`` cluster or sentinel, the comma-separated seeds
+    or sentinels."""
     keys = keys or Keys()
-    client = _sync_client(redis_url, mode, timeout_s, tls)
+    client = _sync_client(redis_url, mode, timeout_s, tls, sentinel_master)
     redis_url = seed_urls(redis_url)[0]  # (for messages)
     try:
         session_id = cast(str | None, client.get(keys.user_session(user_id)))
@@ -172,16 +180,28 @@ def _redis_failed(redis_url: str, exc: redis.RedisError) -> int:
     return 2
 
 
-def _sync_client(connection: str, mode: str, timeout_s: float,
-                 tls: RedisTls) -> redis.Redis | RedisCluster:
+def _sync_client(connection: str, mode: str, timeout_s: float, tls: RedisTls,
+                 sentinel_master: str = "mymaster") -> redis.Redis | RedisCluster:
     """The CLI's own synchronous client, reaching Redis as the services do
     (servicekit.redis_client is asyncio)."""
-    if mode != "cluster":
+    if mode == "standalone":
         return redis.Redis.from_url(connection, socket_timeout=timeout_s,
                                     socket_connect_timeout=timeout_s, decode_responses=True,
                                     **tls.client_kwargs(connection))
     seeds = [urlsplit(url) for url in seed_urls(connection)]
     first = seeds[0]
+    if mode == "sentinel":
+        tls_kwargs = tls.client_kwargs(first.geturl())
+        ssl = {"ssl": True, **tls_kwargs} if tls_kwargs else {}
+        sentinel = Sentinel([(str(s.hostname), s.port or 26379)  # type: ignore[no-untyped-call]
+                             for s in seeds],
+                            sentinel_kwargs={"socket_timeout": timeout_s, **ssl})
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            sentinel_master, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            decode_responses=True, username=unquote(first.username) if first.username else None,
+            password=unquote(first.password) if first.password else None,
+            db=int(first.path.strip("/") or 0), **ssl)
+        return master
     return RedisCluster(
         startup_nodes=[ClusterNode(str(s.hostname), s.port or 6379)  # type: ignore[no-untyped-call]
                        for s in seeds],

@@ -70,7 +70,8 @@ class GameServerApp:
         self.instance = secrets.token_hex(6)
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection, tls=config.redis_tls,
-                                mode=config.redis_mode)
+                                mode=config.redis_mode,
+                                sentinel_master=config.redis_sentinel_master)
         self.keys = config.keys
         self.registry = NodeRegistry(self.redis, self.keys, self.instance)
         self.zmq = zmq.Context()

@@ -44,7 +44,8 @@ class GatewayApp:
         self.config = config
         self.redis_address = display_address(config.redis_connection)
         self.redis = open_redis(config.redis_connection, tls=config.redis_tls,
-                                mode=config.redis_mode)
+                                mode=config.redis_mode,
+                                sentinel_master=config.redis_sentinel_master)
         self.keys = config.keys
         self.zmq = zmq.Context()
         #: Checked by the config already (a bad file stopped the start with one line).

@@ -121,8 +121,11 @@ CASES: dict[str, dict[str, Any]] = {
     "redis-secret": {"redis": {"existingSecret": {"name": "gb-redis", "key": "redis-url"}}},
     "redis-password": {"redis": {"password": REDIS_PASSWORD, "database": 3}},
     "redis-cluster": {"redis": {"mode": "cluster", "host": "redis-0.redis",
-                                "clusterSeeds": ["redis-1.redis:6379", "redis-2.redis:6379"],
+                                "seeds": ["redis-1.redis:6379", "redis-2.redis:6379"],
                                 "keyPrefix": "eu1:gb:"}},
+    "redis-sentinel": {"redis": {"mode": "sentinel", "host": "sentinel-0", "port": 26379,
+                                 "database": 2, "seeds": ["sentinel-1:26379"],
+                                 "sentinel": {"masterName": "gb-master"}}},
     "hpa": {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
                                         "targetMemoryUtilizationPercentage": 80}}},
     "networkpolicy": {"networkPolicy": {
@@ -194,9 +197,10 @@ BAD_VALUES = [
     ({"redis": {"host": "redis://x:1"}}, "/redis/host"),
     ({"redis": {"keyPrefix": "g{b}:"}}, "/redis/keyPrefix"),
     ({"redis": {"keyPrefix": ""}}, "/redis/keyPrefix"),
-    ({"redis": {"mode": "sentinel"}}, "/redis/mode"),
+    ({"redis": {"mode": "sharded"}}, "/redis/mode"),
+    ({"redis": {"sentinel": {"masterName": "a b"}}}, "/redis/sentinel/masterName"),
     ({"redis": {"mode": "cluster", "database": 1}}, "/redis/database"),
-    ({"redis": {"mode": "cluster", "clusterSeeds": ["redis-1"]}}, "/redis/clusterSeeds/0"),
+    ({"redis": {"mode": "cluster", "seeds": ["redis-1"]}}, "/redis/seeds/0"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"maxFrameBytes": 100}, "/maxFrameBytes"),
     ({"gameserver": {"auth": {"mode": "oauth"}}}, "/gameserver/auth/mode"),
@@ -587,6 +591,16 @@ def test_redis_connection_options(rendered: dict[str, Any]) -> None:
             "redis://redis-2.redis:6379/0")
         assert env["REDIS_MODE"]["value"] == "cluster"
         assert env["REDIS_KEY_PREFIX"]["value"] == "eu1:gb:"
+        assert "REDIS_SENTINEL_MASTER" not in env
+
+    # Sentinel: the sentinels, the master's name, and the database of the master.
+    docs = documents(rendered, "redis-sentinel")
+    for workload in (one(docs, "Deployment"), one(docs, "StatefulSet")):
+        env = env_of(workload)
+        assert env["REDIS_CONNECTION"]["value"] == (
+            "redis://sentinel-0:26379/2,redis://sentinel-1:26379/2")
+        assert env["REDIS_MODE"]["value"] == "sentinel"
+        assert env["REDIS_SENTINEL_MASTER"]["value"] == "gb-master"
 
 
 def test_network_policies(rendered: dict[str, Any]) -> None:
@@ -914,9 +928,10 @@ CHART_ALWAYS = {
 CHART_OPTIONAL = {
     "gateway": {"CLUSTER_CURVE_SECRET_FILE", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
                 "REDIS_TLS_KEY_FILE", "GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE",
-                "GATEWAY_TLS_PORT", "GATEWAY_PLAINTEXT"},
+                "GATEWAY_TLS_PORT", "GATEWAY_PLAINTEXT", "REDIS_SENTINEL_MASTER"},
     "gameserver": {"CLUSTER_CURVE_SECRET_FILE", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
-                   "REDIS_TLS_KEY_FILE", "ADMIN_TOKEN", "AUTH_SECRET"},
+                   "REDIS_TLS_KEY_FILE", "ADMIN_TOKEN", "AUTH_SECRET",
+                   "REDIS_SENTINEL_MASTER"},
 }
 CHART_MANAGED = {c: CHART_ALWAYS[c] | CHART_OPTIONAL[c] for c in CHART_ALWAYS}
 
@@ -931,11 +946,16 @@ def test_env_names_are_service_settings(rendered: dict[str, Any], case: str) -> 
     assert gateway_env >= CHART_ALWAYS["gateway"]
     assert gameserver_env >= CHART_ALWAYS["gameserver"]
     if case == "everything":
-        redis_tls = {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"}
-        assert gameserver_env >= CHART_MANAGED["gameserver"] - redis_tls
-        assert gateway_env >= CHART_MANAGED["gateway"] - redis_tls
+        # (Not every mode's settings: REDIS_SENTINEL_MASTER is for mode sentinel only.)
+        other = {"REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE",
+                 "REDIS_SENTINEL_MASTER"}
+        assert gameserver_env >= CHART_MANAGED["gameserver"] - other
+        assert gateway_env >= CHART_MANAGED["gateway"] - other
     if case == "redis-tls-acl":
-        assert gameserver_env >= CHART_MANAGED["gameserver"] - {"ADMIN_TOKEN", "AUTH_SECRET"}
+        assert gameserver_env >= CHART_MANAGED["gameserver"] - {
+            "ADMIN_TOKEN", "AUTH_SECRET", "REDIS_SENTINEL_MASTER"}
+    if case == "redis-sentinel":
+        assert "REDIS_SENTINEL_MASTER" in gameserver_env & gateway_env
 
 
 def test_every_service_setting_can_be_set_through_the_chart() -> None:

@@ -123,9 +123,9 @@ imagePullSecrets:
 {{- $auth = printf "%s@" $user }}
 {{- end }}
 {{- $urls := list (printf "%s://%s%s:%d/%d" $scheme $auth $r.host (int $r.port) (int $r.database)) }}
-{{- if eq $r.mode "cluster" }}
-{{- range $r.clusterSeeds }}
-{{- $urls = append $urls (printf "%s://%s%s/0" $scheme $auth .) }}
+{{- if ne $r.mode "standalone" }}
+{{- range $r.seeds }}
+{{- $urls = append $urls (printf "%s://%s%s/%d" $scheme $auth . (int $r.database)) }}
 {{- end }}
 {{- end }}
 {{- join "," $urls }}
@@ -350,6 +350,10 @@ non-root user could not read them. Only the container's own processes see the fi
 {{- end }}
 - name: REDIS_MODE
   value: {{ .Values.redis.mode | quote }}
+{{- if eq .Values.redis.mode "sentinel" }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ .Values.redis.sentinel.masterName | quote }}
+{{- end }}
 - name: REDIS_KEY_PREFIX
   value: {{ .Values.redis.keyPrefix | quote }}
 - name: LOG_LEVEL
