@@ -147,7 +147,13 @@ class SessionStore:
         start = time.perf_counter()
         try:
             futures = [self._calls.call(name, keys, args) for keys, args in calls]
-            return list(await asyncio.gather(*futures))
+            # Every outcome is collected (no "exception never retrieved"); the first failure
+            # fails the operation, which the caller retries whole (commits are idempotent).
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return results
         except Exception:
             metrics.redis_errors.labels(name).inc()
             raise
