@@ -171,28 +171,32 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
     --cluster create``), for the suites that run with ``REDIS_MODE=cluster``; each suite
     keeps to its own ``REDIS_KEY_PREFIX``. Skips when ``redis-server`` or ``redis-cli`` is
     missing, like :func:`redis_server`."""
-    try:
-        cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
-    except RedisUnavailable as exc:
-        pytest.skip(f"no Redis Cluster for tests: {exc}")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _started_or_skipped(
+        lambda: LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")).start(),
+        "Redis Cluster")
 
 
 @pytest.fixture(scope="module")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisSentinel]:
     """A real master + replica + 3 sentinels for one module (its failover test promotes
     the replica, so no other module shares it). Skips without ``redis-server``."""
+    yield from _started_or_skipped(
+        lambda: LocalRedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start(),
+        "Redis Sentinel")
+
+
+def _started_or_skipped[T: (LocalRedisCluster, LocalRedisSentinel)](
+        start: Callable[[], T], what: str) -> Iterator[T]:
+    """A fixture's body for a set of Redis processes: skip the tests that want it (naming
+    why) when it cannot start here, close it after them."""
     try:
-        sentinel = LocalRedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start()
+        servers = start()
     except RedisUnavailable as exc:
-        pytest.skip(f"no Redis Sentinel for tests: {exc}")
+        pytest.skip(f"no {what} for tests: {exc}")
     try:
-        yield sentinel
+        yield servers
     finally:
-        sentinel.close()
+        servers.close()
 
 
 RedisFactory = Callable[..., LocalRedisServer]
