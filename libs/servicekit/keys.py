@@ -63,7 +63,8 @@ def slot_of_session(session_id: int) -> int:
 @cache
 def _slot_tags() -> tuple[str, ...]:
     """For each hash slot, a short string that hashes to it (``s`` + hex; at most 6
-    characters). Found once per process by counting up (about 0.2 s)."""
+    characters). Found once per process, when a session's key is first named, by counting
+    up (about 0.2 s)."""
     tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
     missing = REDIS_CLUSTER_HASH_SLOTS
     n = 0
@@ -77,20 +78,15 @@ def _slot_tags() -> tuple[str, ...]:
     return tuple(t for t in tags if t is not None)
 
 
-def slot_tag(slot: int) -> str:
-    return _slot_tags()[slot]
-
-
 class Keys:
     """Key names under one prefix. Pure: no Redis client, easy to test."""
 
-    __slots__ = ("_session_tags", "nodes", "prefix")
+    __slots__ = ("nodes", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = check_prefix(prefix)
         #: The set of registered node ids.
         self.nodes = f"{prefix}{{nodes}}:ids"
-        self._session_tags = _slot_tags()
 
     # ------------------------------------------------------------------ users
     def user_session(self, user_id: int) -> str:
@@ -107,7 +103,8 @@ class Keys:
         return (slot_of_user(user_id) << _RANDOM_BITS) | (secrets.randbits(_RANDOM_BITS) or 1)
 
     def session(self, session_id: int) -> str:
-        tag = self._session_tags[session_id >> _RANDOM_BITS]
+        # The table is built on first use: a Gateway, which names no session, never does.
+        tag = _slot_tags()[session_id >> _RANDOM_BITS]
         return f"{self.prefix}{{{tag}}}:sess:{session_id}"
 
     def session_keys(self, session_id: int) -> tuple[str, str, str]:

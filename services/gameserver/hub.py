@@ -326,7 +326,7 @@ class Hub:
                         # is re-checked.
                         await self.commits.barrier()
                     result = await self._resume(ctx, session_id, key, new_hash, accept_lz4,
-                                            local.user_id if local is not None else None)
+                                                local.user_id if local is not None else None)
         except ResumeRejected as rejected:
             raise Reject(ErrorCode(rejected.code), "cannot resume this session") from None
         released = False
