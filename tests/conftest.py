@@ -177,8 +177,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
 
 
 @pytest.fixture(scope="module")
+def replicated_redis_cluster(tmp_path_factory: pytest.TempPathFactory
+                             ) -> Iterator[LocalRedisCluster]:
+    """A Redis Cluster of 3 masters with a replica each, for one module: its failover test
+    kills a master (its replica takes over), so no other module shares it."""
+    yield from _started_or_skipped(
+        lambda: LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster-replicated"),
+                                  replicas=1).start(),
+        "replicated Redis Cluster")
+
+
+@pytest.fixture(scope="module")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisSentinel]:
-    """A real master + replica + 3 sentinels for one module (its failover test promotes
+    """A real master + 2 replicas + 3 sentinels for one module (its failover test promotes
     the replica, so no other module shares it). Skips without ``redis-server``."""
     yield from _started_or_skipped(
         lambda: LocalRedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start(),

@@ -35,9 +35,10 @@ class RecordingStore(SessionStore):
         self.calls = []
         send = self._calls.call
 
-        def recording(name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        def recording(name: str, keys: Sequence[str], args: Sequence[Any],
+                      durable: bool = False) -> Any:
             self.calls.append((name, list(keys)))
-            return send(name, keys, args)
+            return send(name, keys, args, durable)
 
         self._calls.call = recording  # type: ignore[method-assign]
 

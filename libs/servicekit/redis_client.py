@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
@@ -128,6 +128,21 @@ def open_redis(connection: str, pool_size: int = POOL_SIZE, tls: RedisTls = NO_T
 
 
 
+async def follow_master(client: RedisClient) -> None:
+    """With Sentinel: ask the sentinels where the master is now; if it moved, redis-py drops
+    the idle pooled connections to the old one.
+
+    Why: redis-py asks only when it opens a connection, and a deposed master that has not
+    been told yet (the sentinels reconfigure it at their next poll, up to 10 s later) still
+    accepts writes on the pooled connections, writes that vanish when it is turned into a
+    replica. ``WAIT`` catches that (no replica follows a deposed master), and its caller
+    calls this so the next attempt goes to the new master. A no-op for one Redis or a
+    cluster, whose client follows ``MOVED`` by itself."""
+    pool = client.connection_pool if isinstance(client, aioredis.Redis) else None
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.get_master_address()  # type: ignore[no-untyped-call]
+
+
 def _open_cluster(connection: str, pool_size: int, tls: RedisTls) -> RedisCluster:
     """redis-py's own cluster client: it learns the slot map from the seeds, sends each
     command (and each part of a pipeline) to its slot's master, and follows ``MOVED``/``ASK``
@@ -154,10 +169,10 @@ def _open_cluster(connection: str, pool_size: int, tls: RedisTls) -> RedisCluste
 def _open_sentinel(connection: str, master: str, pool_size: int,
                    tls: RedisTls) -> aioredis.Redis:
     """redis-py's own Sentinel client: each new connection asks the sentinels where the
-    master is, and after a failover the connections to the old master are dropped, so
-    service resumes once the sentinels have promoted a replica. The first URL's user,
-    password, database and scheme are the master's (and its replicas'); the sentinels are
-    asked without credentials. No hidden retries, as for one Redis."""
+    master is, and a connection the old master answers ``READONLY`` is dropped, so service
+    resumes once the sentinels have promoted a replica (see also :func:`follow_master`).
+    The first URL's user, password, database and scheme are the master's (and its
+    replicas'); the sentinels are asked without credentials. No hidden retries, as for one Redis."""
     seeds = [urlsplit(url) for url in seed_urls(connection)]
     first = seeds[0]
     tls_kwargs = tls.client_kwargs(first.geturl())

@@ -23,6 +23,7 @@ CREDENTIALS = "credentials"
 PERMISSION = "permission"
 CERTIFICATE = "certificate"
 HANDSHAKE = "handshake"
+REPLICAS = "replicas"
 
 #: kind -> (state for /readyz, "Redis at HOST:PORT <state> for N.Ns"; the log line's text)
 _WORDING: dict[str, tuple[str, str]] = {
@@ -43,6 +44,11 @@ _WORDING: dict[str, tuple[str, str]] = {
         "Redis at {address}: TLS handshake failed or the connection was reset (if Redis "
         "requires client certificates, set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE; check "
         "that Redis speaks TLS on this port): {detail}"),
+    REPLICAS: (
+        "does not replicate our writes in time",
+        "Redis at {address} did not confirm our writes on REDIS_WAIT_REPLICAS replicas in "
+        "time (a replica down or lagging; INFO replication on the master shows which): "
+        "{detail}"),
 }
 
 #: Server replies that mean "not these credentials" (redis-py maps most of them to
@@ -51,6 +57,12 @@ _CREDENTIAL_PREFIXES = ("WRONGPASS", "NOAUTH", "invalid username-password pair")
 #: A command or key refused by the ACL: redis-py's NoPermissionError, or, for a command a
 #: Lua script ran, a plain script error with this wording (Redis 7).
 _PERMISSION_MARKS = ("NOPERM", "no permissions to", "The user executing the script can't")
+
+
+class NotReplicated(redis.exceptions.RedisError):
+    """The write ran on the master but ``WAIT`` counted fewer replicas than
+    ``REDIS_WAIT_REPLICAS`` within its timeout: the write is not acknowledged (a failover now
+    could lose it), so the caller treats it as failed and retries it (idempotently)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,8 @@ def diagnose(exc: BaseException, tls: bool = False) -> RedisProblem:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return RedisProblem(CERTIFICATE, cause.verify_message or str(cause))
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, NotReplicated):
+        return RedisProblem(REPLICAS, text)
     if isinstance(exc, redis.exceptions.AuthenticationError) or text.startswith(
             _CREDENTIAL_PREFIXES):
         return RedisProblem(CREDENTIALS, text)

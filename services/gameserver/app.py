@@ -23,6 +23,7 @@ from gameserver.hub import Hub
 from gameserver.link import CannotBind, GatewayLink, PortInUse
 from gameserver.mesh import MeshClient, MeshServer
 from gameserver.middlewares import standard_middlewares
+from gameserver.replica_wait import ReplicaWait
 from gameserver.store import SessionStore
 from protocol.internal import Record, gameserver_routing_id
 from protocol.messages import KickReason
@@ -128,7 +129,9 @@ class GameServerApp:
             return self.exit_code
         self.node_id = node_id
         store = SessionStore(self.redis, self.keys, f"{node_id}:{self.instance}", node_id,
-                             per_slot=config.redis_mode == "cluster")
+                             per_slot=config.redis_mode == "cluster",
+                             wait=ReplicaWait.configured(config.redis_wait_replicas,
+                                                         config.redis_request_timeout_s))
         # Before anything binds: without a ZAP handler libzmq admits any CURVE key.
         guard = PortGuard(self.zmq, self.curve, (zmqsockets.P2P, zmqsockets.MESH),
                           lambda port, reason: metrics.internal_refusals.labels(

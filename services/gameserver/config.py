@@ -65,6 +65,12 @@ class GameServerConfig(CommonConfig):
         help="bound on the Redis work of one request (LOGIN, RECONNECT, LOGOUT, WHISPER, "
         "admin kick) and on how long a MOVE's answer is held for its commit; past it the "
         "request is answered SERVER_UNAVAILABLE", min=0.1, max=60.0)
+    redis_wait_replicas: int = setting(
+        0, env="REDIS_WAIT_REPLICAS",
+        help="durable acknowledgements: a MOVE is answered only after its commit reached "
+        "this many replicas of its master (WAIT, once per tick; per master on a cluster); "
+        "0 = answer once the master has it (docs/OPERATIONS.md, 'What an acknowledged "
+        "MOVE survives')", min=0, max=16)
     drain_timeout_s: float = setting(
         10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)

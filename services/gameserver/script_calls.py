@@ -17,6 +17,9 @@ Why not redis-py's own ``Script`` objects in a pipeline: the pipeline then sends
 plain ``EVALSHA``; a ``NOSCRIPT`` answer (Redis restarted, or ``SCRIPT FLUSH``) means that
 call did not run, so its script is loaded and only those calls are sent again.
 
+A call made ``durable`` is answered only once ``WAIT`` has seen it on REDIS_WAIT_REPLICAS
+replicas (gameserver.replica_wait); the ``WAIT`` rides behind it in the same pipeline.
+
 A caller that stops waiting (its deadline passed) abandons its future: a call not yet sent
 is then not sent; one already sent runs, bounded by the connection's socket timeout, and its
 answer is dropped.
@@ -25,13 +28,17 @@ answer is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from servicekit.redis_client import RedisClient
+from gameserver.replica_wait import ReplicaWait
+from servicekit.redis_client import RedisClient, follow_master
+from servicekit.redis_health import REDIS_FAILURES
+from servicekit.redis_problems import NotReplicated
 
 
 def script_sha(text: str) -> str:
@@ -39,28 +46,33 @@ def script_sha(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-#: One queued call: script name, keys, args, and the future its caller awaits.
-_Call = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
+#: One queued call: script name, keys, args, durable, and the future its caller awaits.
+_Call = tuple[str, Sequence[str], Sequence[Any], bool, "asyncio.Future[Any]"]
 
 
 class ScriptCalls:
     """Queues ``EVALSHA`` calls made in one tick and sends them as one pipeline."""
 
-    def __init__(self, client: RedisClient, scripts: Mapping[str, str]) -> None:
+    def __init__(self, client: RedisClient, scripts: Mapping[str, str],
+                 wait: ReplicaWait | None = None) -> None:
         self._client = client
+        #: REDIS_WAIT_REPLICAS > 0: what durable calls wait for.
+        self._wait = wait
         self._texts = dict(scripts)
         self._shas = {name: script_sha(text) for name, text in scripts.items()}
         self._pending: list[_Call] = []
         self._batches: set[asyncio.Task[None]] = set()
 
-    def call(self, name: str, keys: Sequence[str], args: Sequence[Any]
-             ) -> asyncio.Future[Any]:
-        """Run script ``name`` with ``keys`` and ``args`` in this tick's pipeline."""
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Any],
+             durable: bool = False) -> asyncio.Future[Any]:
+        """Run script ``name`` with ``keys`` and ``args`` in this tick's pipeline;
+        ``durable``: answer only once replicated (when a ReplicaWait is set), else fail
+        with NotReplicated."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((name, keys, args, future))
+        self._pending.append((name, keys, args, durable, future))
         return future
 
     def _flush(self) -> None:
@@ -73,7 +85,7 @@ class ScriptCalls:
             task.add_done_callback(self._batches.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        batch = [call for call in batch if not call[3].done()]  # its caller gave up
+        batch = [call for call in batch if not call[4].done()]  # its caller gave up
         if not batch:
             return
         results = await self._run_or_fail(batch)
@@ -120,12 +132,20 @@ class ScriptCalls:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
-        for name, keys, args, _ in batch:
+        for name, keys, args, _, _ in batch:
             # Not ``pipe.evalsha``: redis-py's cluster pipeline blocks that name (a script
             # may touch keys of several slots); ours declare keys of one slot, which the
             # cluster pipeline routes by, like any keyed command, to that slot's master.
             pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        durable = [(position, call[1][0]) for position, call in enumerate(batch) if call[3]]
+        if self._wait is None or not durable:
+            return list(await pipe.execute(raise_on_error=False))
+        plan = await self._wait.queue(pipe, self._client, len(batch), durable)
+        results = plan.apply(list(await pipe.execute(raise_on_error=False)))
+        if any(isinstance(result, NotReplicated) for result in results):
+            with contextlib.suppress(*REDIS_FAILURES):  # the retry finds out anyway
+                await follow_master(self._client)  # a deposed master has no replicas
+        return results
 
     async def close(self) -> None:
         """Send what this tick queued, and let the batches in flight finish (their callers

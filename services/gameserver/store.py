@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gameserver import metrics
+from gameserver.replica_wait import ReplicaWait
 from gameserver.script_calls import ScriptCalls
 from gameserver.state import PlayerState
 from servicekit.keys import Keys, slot_of_session
@@ -106,7 +107,7 @@ class SessionStore:
     splits per master); on one Redis they send one call for everything."""
 
     def __init__(self, client: RedisClient, keys: Keys, owner: str, node_id: int,
-                 per_slot: bool = False) -> None:
+                 per_slot: bool = False, wait: ReplicaWait | None = None) -> None:
         self.client = client
         self.keys = keys
         self.owner = owner
@@ -116,16 +117,17 @@ class SessionStore:
             name: _script_text(name)
             for name in ("login", "resume", "commit", "detach", "logout", "renew",
                          "end_session")
-        })
+        }, wait)
 
     async def close(self) -> None:
         """Let the script calls in flight finish."""
         await self._calls.close()
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any],
+                   durable: bool = False) -> Any:
         start = time.perf_counter()
         try:
-            return await self._calls.call(name, keys, args)
+            return await self._calls.call(name, keys, args, durable)
         except Exception:
             metrics.redis_errors.labels(name).inc()
             raise
@@ -139,14 +141,14 @@ class SessionStore:
         session, responses, _ = self.keys.session_keys(session_id)
         return session, responses, self.keys.player(user_id)
 
-    async def _run_each(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
-                        ) -> list[Any]:
+    async def _run_each(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+                        durable: bool = False) -> list[Any]:
         """Several calls of one script in this tick's pipeline (one per hash slot on a
         cluster), timed and counted as one operation. Plain futures, gathered: a task per
         call cost a sixth of the GameServer's CPU with hundreds of slots per commit."""
         start = time.perf_counter()
         try:
-            futures = [self._calls.call(name, keys, args) for keys, args in calls]
+            futures = [self._calls.call(name, keys, args, durable) for keys, args in calls]
             # Every outcome is collected (no "exception never retrieved"); the first failure
             # fails the operation, which the caller retries whole (commits are idempotent).
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -281,14 +283,16 @@ class SessionStore:
     async def commit(self, writes: Sequence[SessionWrite], cache_size: int) -> dict[int, str]:
         """Write all changes (atomically per call: one call, or one per hash slot on a
         cluster); returns the sessions not written, each with ``'moved'`` (another owner)
-        or ``'gone'`` (no longer exists)."""
+        or ``'gone'`` (no longer exists). Durable: with REDIS_WAIT_REPLICAS it returns
+        only once the replicas have it (else NotReplicated, and the caller retries)."""
         groups = self._by_slot(writes, lambda w: w.session_id)
         if len(groups) == 1:  # one Redis: no gather (this runs every tick under load)
             keys, args = self._commit_call(groups[0], cache_size)
-            answers = [await self._run("commit", keys, args)]
+            answers = [await self._run("commit", keys, args, durable=True)]
         else:
             answers = await self._run_each(
-                "commit", [self._commit_call(group, cache_size) for group in groups])
+                "commit", [self._commit_call(group, cache_size) for group in groups],
+                durable=True)
         fenced: dict[int, str] = {}
         for answer in answers:
             fenced.update((int(answer[i]), _text(answer[i + 1]))

@@ -59,6 +59,8 @@ class LocalRedisCluster:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node_dir / "nodes.conf"),
                 "--cluster-node-timeout", "2000",
+                # A replica's first full sync starts at once, not after the default 5 s.
+                "--repl-diskless-sync-delay", "0",
                 # The bus port, named: the default (port + 10000) may be taken, or too high.
                 "--cluster-port", str(free_port()),
             ])
@@ -76,8 +78,10 @@ class LocalRedisCluster:
         self.wait_ok(timeout)
         return self
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every running node reports ``cluster_state:ok`` (slots assigned, agreed)."""
+    def wait_ok(self, timeout: float = 30.0, replicas_online: bool = True) -> None:
+        """Until every running node reports ``cluster_state:ok`` (slots assigned, agreed)
+        and, with ``replicas_online``, every master has its replicas online (a master's
+        ``WAIT`` counts a replica only from its first acknowledgement after the sync)."""
         deadline = time.monotonic() + timeout
         while True:
             states = []
@@ -87,8 +91,13 @@ class LocalRedisCluster:
                 try:
                     with node.client(decode_responses=True) as client:
                         states.append(client.cluster("INFO")["cluster_state"])
+                        replication = client.info("replication")
                 except (redis.RedisError, OSError):
                     states.append("down")
+                    continue
+                if replicas_online and replication["role"] == "master":
+                    online = [r for r in _replicas(replication) if r.get("state") == "online"]
+                    states.append("ok" if len(online) >= self.replicas else "replica syncing")
             if states and all(state == "ok" for state in states):
                 return
             if time.monotonic() >= deadline:
@@ -97,9 +106,16 @@ class LocalRedisCluster:
 
     def client(self, **kwargs: Any) -> RedisCluster:
         """A synchronous cluster client for a test's own checks (bytes, like
-        :meth:`RedisServer.client`)."""
-        first = self.nodes[0]
+        :meth:`RedisServer.client`), seeded with a node that runs (a test may have killed
+        others)."""
+        first = next(node for node in self.nodes if node.running)
         return RedisCluster(host=first.host, port=first.port, **kwargs)
+
+    def replica_of(self, master: LocalRedisServer) -> LocalRedisServer:
+        """A running replica of ``master``."""
+        with master.client(decode_responses=True) as client:
+            ports = {int(replica["port"]) for replica in _replicas(client.info("replication"))}
+        return next(n for n in self.nodes if n.port in ports and n.running)
 
     def master_of_key(self, key: str) -> LocalRedisServer:
         """The node serving ``key``'s slot now."""
@@ -120,6 +136,12 @@ class LocalRedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+def _replicas(info: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The ``slaveN`` entries of ``INFO replication`` (redis-py parses each into a dict)."""
+    return [value for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, Mapping)]
 
 
 _prefixes = (f"rc{n}:" for n in itertools.count(1))

@@ -1,8 +1,12 @@
-"""A real Redis Sentinel set for tests: a master, a replica and three sentinels, all
+"""A real Redis Sentinel set for tests: a master, two replicas and three sentinels, all
 ``redis-server`` processes on free loopback ports.
 
+Two replicas, as a deployment with ``REDIS_WAIT_REPLICAS=1`` needs: after a failover the new
+master has the other replica at once (the sentinels re-point it as part of the failover),
+while the old master rejoins as a replica only when a sentinel next polls it (up to 10 s).
+
 Why real processes: what Sentinel changes (asking the sentinels for the master, following a
-failover) only shows against real sentinels. The master and the replica are
+failover) only shows against real sentinels. The master and the replicas are
 :class:`~tests.support.redis_servers.LocalRedisServer`, so a test can ``kill()`` one.
 """
 
@@ -22,10 +26,11 @@ from tests.support.processes import die_with_parent, stop_child, track_child
 from tests.support.redis_servers import LocalRedisServer, RedisUnavailable, redis_binary
 
 MASTER_NAME = "mymaster"
+SYNC_AT_ONCE = ["--repl-diskless-sync-delay", "0"]
 
 
 class LocalRedisSentinel:
-    """Master + replica + 3 sentinels (quorum 2, master down after 1 s)."""
+    """Master + 2 replicas + 3 sentinels (quorum 2, master down after 1 s)."""
 
     #: The services' REDIS_MODE for it.
     mode = "sentinel"
@@ -37,8 +42,11 @@ class LocalRedisSentinel:
         self.binary = binary
         self.data_dir = data_dir
         self.master_name = master_name
-        self.master = LocalRedisServer(data_dir / "master")
-        self.replica = LocalRedisServer(data_dir / "replica")
+        # Either may be master after a failover; a full sync then starts at once, not after
+        # the default 5 s.
+        self.master = LocalRedisServer(data_dir / "master", extra_args=SYNC_AT_ONCE)
+        self.replicas = [LocalRedisServer(data_dir / f"replica-{n}", extra_args=SYNC_AT_ONCE)
+                         for n in range(2)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self._sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -49,8 +57,9 @@ class LocalRedisSentinel:
 
     def start(self, timeout: float = 30.0) -> LocalRedisSentinel:
         self.master.start()
-        self.replica.extra_args = ["--replicaof", self.master.host, str(self.master.port)]
-        self.replica.start()
+        for replica in self.replicas:
+            replica.extra_args += ["--replicaof", self.master.host, str(self.master.port)]
+            replica.start()
         for index, port in enumerate(self.sentinel_ports):
             directory = self.data_dir / f"sentinel-{index}"
             directory.mkdir(parents=True, exist_ok=True)
@@ -72,11 +81,13 @@ class LocalRedisSentinel:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every sentinel names the master and knows the replica and the others."""
+        """Until every sentinel names the master and knows the replicas and the others,
+        and the replicas are in sync (REDIS_WAIT_REPLICAS needs it)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if all(self._sentinel_sees_everything(port) for port in self.sentinel_ports):
+                if self._replica_in_sync() and all(
+                        self._sentinel_sees_everything(port) for port in self.sentinel_ports):
                     return
             except (redis.RedisError, OSError):
                 pass
@@ -84,11 +95,18 @@ class LocalRedisSentinel:
                 raise RedisUnavailable("the sentinels did not settle")
             time.sleep(0.1)
 
+    def _replica_in_sync(self) -> bool:
+        for server in self.replicas:
+            with server.client(decode_responses=True) as replica:
+                if replica.info("replication").get("master_link_status") != "up":
+                    return False
+        return True
+
     def _sentinel_sees_everything(self, port: int) -> bool:
         with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
                          decode_responses=True) as sentinel:
             master = sentinel.sentinel_master(self.master_name)
-            return (int(master["num-slaves"]) >= 1
+            return (int(master["num-slaves"]) >= len(self.replicas)
                     and int(master["num-other-sentinels"]) >= 2)
 
     def sentinel(self) -> Sentinel:
@@ -115,5 +133,6 @@ class LocalRedisSentinel:
                     process.terminate()
 
             stop_child(process, 10, terminate)
-        self.replica.kill()
+        for replica in self.replicas:
+            replica.kill()
         self.master.kill()
