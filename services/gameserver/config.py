@@ -69,8 +69,7 @@ class GameServerConfig(CommonConfig):
         0, env="REDIS_WAIT_REPLICAS",
         help="durable acknowledgements: a MOVE is answered only after its commit reached "
         "this many replicas of its master (WAIT, once per tick; per master on a cluster); "
-        "0 = answer once the master has it (docs/OPERATIONS.md, 'What an acknowledged "
-        "MOVE survives')", min=0, max=16)
+        "0 = answer once the master has it (docs/OPERATIONS.md §1.4.3)", min=0, max=16)
     drain_timeout_s: float = setting(
         10.0, env="GAMESERVER_DRAIN_TIMEOUT_S",
         help="on SIGTERM: seconds to flush state before exiting anyway", min=0.0)

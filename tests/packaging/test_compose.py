@@ -118,10 +118,11 @@ COMPOSE_VARIABLES = ("TAG", "LOG_LEVEL", "LOG_FORMAT", "COMPOSE_PROJECT_NAME", "
                      "AUTH_SECRET", "ADMIN_TOKEN")
 
 
-def resolved_compose_config(**variables: str) -> dict[str, Any]:
+def resolved_compose_config(*overrides: Path, **variables: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
     env.update(variables)
-    result = run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+    files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
+    result = run(["docker", "compose", *files, "config", "--format", "json"],
                  timeout=60, env=env)
     config: dict[str, Any] = json.loads(result.stdout)
     return config
@@ -137,6 +138,30 @@ def test_compose_passes_login_and_admin_secrets_from_the_shell(
     )["services"]["gameserver"]["environment"]
     assert (environment["AUTH_MODE"], environment["AUTH_SECRET"],
             environment["ADMIN_TOKEN"]) == ("hmac", "s3cret", "t0ken")
+
+
+def test_the_redis_cluster_override_points_the_services_at_three_masters() -> None:
+    """deploy/compose.redis-cluster.yaml merged over compose.yaml (it was run for real on a
+    Docker engine when written: `up`, `down`, `up` again, a client's login and MOVE)."""
+    setup_docker("--tools-only")
+    services = resolved_compose_config(REPO_ROOT / "deploy" / "compose.redis-cluster.yaml")[
+        "services"]
+    nodes = ("redis", "redis-2", "redis-3")
+    for name in ("gameserver", "gateway"):
+        environment = services[name]["environment"]
+        assert environment["REDIS_MODE"] == "cluster"
+        assert environment["REDIS_CONNECTION"] == ",".join(f"{n}:6379" for n in nodes)
+        assert services[name]["depends_on"]["redis-cluster-init"]["condition"] == (
+            "service_completed_successfully")
+    for node in nodes:
+        command = services[node]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--cluster-announce-hostname") + 1] == node
+        assert [v["source"] for v in services[node]["volumes"]] == [
+            f"redis-cluster-{nodes.index(node) + 1}"]
+    init = services["redis-cluster-init"]
+    assert init["restart"] == "no"
+    assert init["environment"]["REDIS_CLUSTER_NODES"] == " ".join(f"{n}:6379" for n in nodes)
 
 
 def test_compose_turns_curve_on(compose_config: dict[str, Any]) -> None:

@@ -125,7 +125,8 @@ CASES: dict[str, dict[str, Any]] = {
                                 "keyPrefix": "eu1:gb:"}},
     "redis-sentinel": {"redis": {"mode": "sentinel", "host": "sentinel-0", "port": 26379,
                                  "database": 2, "seeds": ["sentinel-1:26379"],
-                                 "sentinel": {"masterName": "gb-master"}}},
+                                 "sentinel": {"masterName": "gb-master"},
+                                 "waitReplicas": 1}},
     "hpa": {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
                                         "targetMemoryUtilizationPercentage": 80}}},
     "networkpolicy": {"networkPolicy": {
@@ -197,6 +198,7 @@ BAD_VALUES = [
     ({"redis": {"host": "redis://x:1"}}, "/redis/host"),
     ({"redis": {"keyPrefix": "g{b}:"}}, "/redis/keyPrefix"),
     ({"redis": {"keyPrefix": ""}}, "/redis/keyPrefix"),
+    ({"redis": {"waitReplicas": -1}}, "/redis/waitReplicas"),
     ({"redis": {"mode": "sharded"}}, "/redis/mode"),
     ({"redis": {"sentinel": {"masterName": "a b"}}}, "/redis/sentinel/masterName"),
     ({"redis": {"mode": "cluster", "database": 1}}, "/redis/database"),
@@ -601,6 +603,11 @@ def test_redis_connection_options(rendered: dict[str, Any]) -> None:
             "redis://sentinel-0:26379/2,redis://sentinel-1:26379/2")
         assert env["REDIS_MODE"]["value"] == "sentinel"
         assert env["REDIS_SENTINEL_MASTER"]["value"] == "gb-master"
+    # Durable acknowledgements are the GameServers' (the Gateway writes no session state).
+    assert env_of(one(docs, "StatefulSet"))["REDIS_WAIT_REPLICAS"]["value"] == "1"
+    assert "REDIS_WAIT_REPLICAS" not in env_of(one(docs, "Deployment"))
+    assert env_of(one(documents(rendered, "redis-cluster"), "StatefulSet"))[
+        "REDIS_WAIT_REPLICAS"]["value"] == "0"
 
 
 def test_network_policies(rendered: dict[str, Any]) -> None:
@@ -923,7 +930,7 @@ CHART_ALWAYS = {
                    "MAX_FRAME_BYTES", "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST",
                    "GAMESERVER_P2P_PORT",
                    "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT",
-                   "GAMESERVER_DRAIN_TIMEOUT_S", "AUTH_MODE"},
+                   "GAMESERVER_DRAIN_TIMEOUT_S", "AUTH_MODE", "REDIS_WAIT_REPLICAS"},
 }
 CHART_OPTIONAL = {
     "gateway": {"CLUSTER_CURVE_SECRET_FILE", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE",
