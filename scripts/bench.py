@@ -26,6 +26,8 @@ merged, so percentiles are exact over all connections.
     .venv/bin/python scripts/bench.py                     # 3 rounds x (1, 100, 1000) x 5 s
     .venv/bin/python scripts/bench.py --rounds 5 --duration 10 --json-out results.json
     .venv/bin/python scripts/bench.py --cluster           # 5 rounds x (100, 1000) x 5 s
+    .venv/bin/python scripts/bench.py --redis             # MOVE: one Redis, a Redis Cluster,
+                                                          # WAIT 1 (scripts/bench_redis.py)
 """
 
 from __future__ import annotations
@@ -209,11 +211,13 @@ class Services:
 
     def gameserver(self, name: str, redis_port: int, node_id: int,
                    p2p_port: int = 0, mesh_port: int = 0,
-                   metrics_port: int = 0, extra: Sequence[str] = ()
+                   metrics_port: int = 0, extra: Sequence[str] = (), connection: str = ""
                    ) -> tuple[subprocess.Popen[bytes], int]:
+        """``connection``: REDIS_CONNECTION, if not ``127.0.0.1:<redis_port>``."""
         metrics_port = metrics_port or free_port()
         proc = self.start(name, [
-            PY, "-m", "gameserver", "--redis-connection", f"127.0.0.1:{redis_port}",
+            PY, "-m", "gameserver",
+            "--redis-connection", connection or f"127.0.0.1:{redis_port}",
             "--node-id", str(node_id), "--p2p-port", str(p2p_port or free_port()),
             "--mesh-port", str(mesh_port or free_port()),
             "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
@@ -221,12 +225,13 @@ class Services:
         return proc, metrics_port
 
     def gateway(self, name: str, redis_port: int, node_id: int, client_port: int = 0,
-                p2p_port: int = 0, metrics_port: int = 0,
-                extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int, int]:
+                p2p_port: int = 0, metrics_port: int = 0, extra: Sequence[str] = (),
+                connection: str = "") -> tuple[subprocess.Popen[bytes], int, int]:
         client_port = client_port or free_port()
         metrics_port = metrics_port or free_port()
         proc = self.start(name, [
-            PY, "-m", "gateway", "--redis-connection", f"127.0.0.1:{redis_port}",
+            PY, "-m", "gateway",
+            "--redis-connection", connection or f"127.0.0.1:{redis_port}",
             "--node-id", str(node_id), "--client-host", "127.0.0.1",
             "--client-port", str(client_port), "--p2p-port", str(p2p_port or free_port()),
             "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", *extra])
@@ -446,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster", action="store_true",
                         help="compare 1 Gateway x 1 GameServer with 2 x 3 instead of (a)/(b)")
+    parser.add_argument("--redis", action="store_true",
+                        help="MOVE on one Redis, a 3-master Redis Cluster and with "
+                        "REDIS_WAIT_REPLICAS=1 instead (scripts/bench_redis.py)")
     parser.add_argument("--curves", action="store_true",
                         help="the scaling curves instead (scripts/bench_curves.py): (a) and "
                         "(b) against connections (flat out), payload size (with LZ4) and a "
@@ -483,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 5 if args.cluster else 2 if args.curves else 3
+        args.rounds = 5 if args.cluster or args.redis else 2 if args.curves else 3
     if args.curves:
         return bench_curves.run(args)
     if args.mode == "idle":
@@ -494,10 +502,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             *(("--connections", args.connections) if args.connections else ()),
             *(("--json-out", str(args.json_out)) if args.json_out else ())])
     if args.connections is None:
-        args.connections = "100,1000" if args.cluster else "1,100,1000"
+        args.connections = "100,1000" if args.cluster or args.redis else "1,100,1000"
     counts = [int(c) for c in args.connections.split(",")]
     if args.cluster:
         return cluster_main(args, counts)
+    if args.redis:
+        import bench_redis  # the sibling script
+
+        return bench_redis.run(args, counts)
     runs: list[dict[str, Any]] = []
     user_base = 10_000_000
     with tempfile.TemporaryDirectory(prefix="gb-bench-") as tmp, \

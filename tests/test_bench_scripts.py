@@ -1,6 +1,6 @@
 """The scripts that regenerate figures of docs/BENCHMARKS.md, run with tiny settings against
-the real system: ``scripts/bench.py --curves --plot`` (every sweep, and the PNG) and
-``scripts/bench_drain.py``. These check that they work, never how fast anything is."""
+the real system: ``scripts/bench.py --curves --plot`` (every sweep, and the PNG), ``--redis``
+and ``scripts/bench_drain.py``. These check that they work, never how fast anything is."""
 
 from __future__ import annotations
 
@@ -49,3 +49,18 @@ def test_drain_benchmark_hands_every_session_over(tmp_path: Path) -> None:
     (run,) = orjson.loads(report.read_bytes())["runs"]
     assert run["handover_log_lines"] == 30 and run["resumes"] == 0, run
     assert run["errors_after_t0"] == {} and run["exactly_once_violations"] == [], run
+
+
+def test_redis_benchmark_measures_moves_on_all_three_set_ups(tmp_path: Path) -> None:
+    """``scripts/bench.py --redis``: MOVE on one Redis, a 3-master Redis Cluster and with
+    REDIS_WAIT_REPLICAS=1, every answer checked exactly-once, none wrong."""
+    report = tmp_path / "redis.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--redis", "--rounds", "1", "--duration", "0.5",
+         "--warmup", "0", "--connections", "4", "--json-out", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "(c) 3-master cluster" in done.stdout and "(w) WAIT 1 replica" in done.stdout
+    runs = orjson.loads(report.read_bytes())["runs"]
+    assert sorted(r["target"] for r in runs) == ["r_cluster", "r_standalone", "r_wait"]
+    assert all(r["errors"] == 0 and r["messages"] > 0 for r in runs), runs
