@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from servicekit.redis_client import open_redis
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_servers import RedisServer
 
 ARGS: list[tuple[Any, ...]] = [
@@ -50,6 +51,32 @@ async def test_values_round_trip_through_a_real_redis(redis_server: RedisServer)
     finally:
         await client.delete("test:redis_client:s", "test:redis_client:b",
                             "test:redis_client:f")
+        await client.aclose()
+
+
+async def test_a_clusters_connections_pack_with_hiredis_too(
+        redis_cluster: LocalRedisCluster) -> None:
+    """Every node redis-py learns of (not only the seeds) packs with hiredis, and a pipeline
+    across the masters round-trips through the real cluster."""
+    client = open_redis(redis_cluster.connection, mode="cluster")
+    keys = [f"test:redis_client:{{t{n}}}" for n in range(12)]  # spread over the masters
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, f"ké {key}")
+        for key in keys:
+            pipe.get(key)
+        answers = await pipe.execute()
+        assert answers[len(keys):] == [f"ké {key}".encode() for key in keys]
+        nodes = client.get_nodes()
+        assert len(nodes) == 3
+        for node in nodes:
+            conn = node.acquire_connection()
+            assert type(conn).pack_command is not aioredis.Connection.pack_command, node
+            assert conn._packer is not None
+            node.release(conn)
+    finally:
+        await client.delete(*keys)
         await client.aclose()
 
 

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.crc import key_slot
 
 from gameserver.script_calls import ScriptCalls
 from servicekit.redis_client import open_redis
 from servicekit.redis_health import REDIS_FAILURES
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_servers import LocalRedisServer, RedisServer
 
 SCRIPTS = {
@@ -120,4 +122,27 @@ async def test_a_dead_redis_fails_every_call_of_the_batch(redis_factory) -> None
         assert all(isinstance(r, REDIS_FAILURES) for r in results), results
     finally:
         await calls.close()
+        await client.aclose()
+
+
+async def test_a_call_with_its_slot_goes_to_that_master_and_a_wrong_slot_is_redirected(
+        redis_cluster: LocalRedisCluster) -> None:
+    """A call that names its hash slot is sent straight to the slot's master from redis-py's
+    slot table; one that names a wrong slot reaches the wrong master, is answered MOVED and
+    re-sent by redis-py: the routing stays redis-py's."""
+    client = open_redis(redis_cluster.connection, mode="cluster")
+    calls = ScriptCalls(client, SCRIPTS)
+    keys = [f"test:script_calls:{{t{n}}}" for n in range(12)]  # on every master
+    try:
+        slots = [key_slot(key.encode()) for key in keys]
+        right = [calls.call("append", [key], ["r"], slot=slot)
+                 for key, slot in zip(keys, slots, strict=True)]
+        wrong = [calls.call("append", [key], ["w"], slot=(slot + 5461) % 16384)
+                 for key, slot in zip(keys, slots, strict=True)]
+        assert await asyncio.gather(*right, *wrong) == [1] * len(keys) + [2] * len(keys)
+        for key in keys:
+            assert await client.lrange(key, 0, -1) == [b"r", b"w"]
+    finally:
+        await calls.close()
+        await client.delete(*keys)
         await client.aclose()

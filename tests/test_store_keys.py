@@ -36,9 +36,9 @@ class RecordingStore(SessionStore):
         send = self._calls.call
 
         def recording(name: str, keys: Sequence[str], args: Sequence[Any],
-                      durable: bool = False) -> Any:
+                      durable: bool = False, slot: int | None = None) -> Any:
             self.calls.append((name, list(keys)))
-            return send(name, keys, args, durable)
+            return send(name, keys, args, durable, slot)
 
         self._calls.call = recording  # type: ignore[method-assign]
 

@@ -33,10 +33,11 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from gameserver.replica_wait import ReplicaWait
-from servicekit.redis_client import RedisClient, follow_master
+from servicekit.redis_client import RedisClient, follow_master, master_of_slot
 from servicekit.redis_health import REDIS_FAILURES
 from servicekit.redis_problems import NotReplicated
 
@@ -46,8 +47,9 @@ def script_sha(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-#: One queued call: script name, keys, args, durable, and the future its caller awaits.
-_Call = tuple[str, Sequence[str], Sequence[Any], bool, "asyncio.Future[Any]"]
+#: One queued call: script name, keys, args, durable, the keys' hash slot if the caller knows
+#: it (None: redis-py finds it), and the future its caller awaits.
+_Call = tuple[str, Sequence[str], Sequence[Any], bool, int | None, "asyncio.Future[Any]"]
 
 
 class ScriptCalls:
@@ -64,15 +66,16 @@ class ScriptCalls:
         self._batches: set[asyncio.Task[None]] = set()
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[Any],
-             durable: bool = False) -> asyncio.Future[Any]:
+             durable: bool = False, slot: int | None = None) -> asyncio.Future[Any]:
         """Run script ``name`` with ``keys`` and ``args`` in this tick's pipeline;
         ``durable``: answer only once replicated (when a ReplicaWait is set), else fail
-        with NotReplicated."""
+        with NotReplicated; ``slot``: the keys' hash slot, on a cluster sent straight to
+        its master (servicekit.redis_client.master_of_slot)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((name, keys, args, durable, future))
+        self._pending.append((name, keys, args, durable, slot, future))
         return future
 
     def _flush(self) -> None:
@@ -85,7 +88,7 @@ class ScriptCalls:
             task.add_done_callback(self._batches.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        batch = [call for call in batch if not call[4].done()]  # its caller gave up
+        batch = [call for call in batch if not call[-1].done()]  # its caller gave up
         if not batch:
             return
         results = await self._run_or_fail(batch)
@@ -132,11 +135,20 @@ class ScriptCalls:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
-        for name, keys, args, _, _ in batch:
+        cluster = self._client if isinstance(self._client, RedisCluster) else None
+        if cluster is not None:
+            await cluster.initialize()  # its slot table (a no-op once loaded)
+        for name, keys, args, _, slot, _ in batch:
             # Not ``pipe.evalsha``: redis-py's cluster pipeline blocks that name (a script
             # may touch keys of several slots); ours declare keys of one slot, which the
             # cluster pipeline routes by, like any keyed command, to that slot's master.
-            pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+            target = None if cluster is None or slot is None else master_of_slot(cluster,
+                                                                                  slot)
+            if target is None:
+                pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+            else:
+                pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args,
+                                     target_nodes=target)
         durable = [(position, call[1][0]) for position, call in enumerate(batch) if call[3]]
         if self._wait is None or not durable:
             return list(await pipe.execute(raise_on_error=False))

@@ -141,14 +141,16 @@ class SessionStore:
         session, responses, _ = self.keys.session_keys(session_id)
         return session, responses, self.keys.player(user_id)
 
-    async def _run_each(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+    async def _run_each(self, name: str,
+                        calls: Sequence[tuple[Sequence[str], Sequence[Any], int | None]],
                         durable: bool = False) -> list[Any]:
         """Several calls of one script in this tick's pipeline (one per hash slot on a
         cluster), timed and counted as one operation. Plain futures, gathered: a task per
         call cost a sixth of the GameServer's CPU with hundreds of slots per commit."""
         start = time.perf_counter()
         try:
-            futures = [self._calls.call(name, keys, args, durable) for keys, args in calls]
+            futures = [self._calls.call(name, keys, args, durable, slot)
+                       for keys, args, slot in calls]
             # Every outcome is collected (no "exception never retrieved"); the first failure
             # fails the operation, which the caller retries whole (commits are idempotent).
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -162,13 +164,16 @@ class SessionStore:
         finally:
             metrics.redis_duration.labels(name).observe(time.perf_counter() - start)
 
-    def _by_slot[T](self, items: Sequence[T], session_id: Any) -> list[Sequence[T]]:
+    def _by_slot[T](self, items: Sequence[T], session_id: Any
+                    ) -> list[tuple[int | None, Sequence[T]]]:
+        """``items`` grouped by their session's hash slot (one group, slot None, on one
+        Redis)."""
         if not self.per_slot:
-            return [items] if items else []
+            return [(None, items)] if items else []
         groups: dict[int, list[T]] = {}
         for item in items:
             groups.setdefault(slot_of_session(session_id(item)), []).append(item)
-        return list(groups.values())
+        return list(groups.items())
 
     # ------------------------------------------------------------------ login
     async def login(
@@ -286,13 +291,13 @@ class SessionStore:
         or ``'gone'`` (no longer exists). Durable: with REDIS_WAIT_REPLICAS it returns
         only once the replicas have it (else NotReplicated, and the caller retries)."""
         groups = self._by_slot(writes, lambda w: w.session_id)
-        if len(groups) == 1:  # one Redis: no gather (this runs every tick under load)
-            keys, args = self._commit_call(groups[0], cache_size)
+        if len(groups) == 1 and groups[0][0] is None:  # one Redis: no gather (every tick)
+            keys, args = self._commit_call(groups[0][1], cache_size)
             answers = [await self._run("commit", keys, args, durable=True)]
         else:
             answers = await self._run_each(
-                "commit", [self._commit_call(group, cache_size) for group in groups],
-                durable=True)
+                "commit", [(*self._commit_call(group, cache_size), slot)
+                           for slot, group in groups], durable=True)
         fenced: dict[int, str] = {}
         for answer in answers:
             fenced.update((int(answer[i]), _text(answer[i + 1]))
@@ -336,13 +341,13 @@ class SessionStore:
                     ) -> dict[int, str]:
         """Extend the leases of ``(session id, user id)``s; returns the sessions no longer
         ours ('moved' or 'gone')."""
-        calls: list[tuple[Sequence[str], Sequence[Any]]] = []
-        for group in self._by_slot(sessions, lambda s: s[0]):
+        calls: list[tuple[Sequence[str], Sequence[Any], int | None]] = []
+        for slot, group in self._by_slot(sessions, lambda s: s[0]):
             declared: list[str] = []
             for session_id, user_id in group:
                 session, responses, _ = self.keys.session_keys(session_id)
                 declared += (session, responses, self.keys.user_session(user_id))
-            calls.append((declared, (self.owner, lease_ms, *(sid for sid, _ in group))))
+            calls.append((declared, (self.owner, lease_ms, *(sid for sid, _ in group)), slot))
         lost: dict[int, str] = {}
         for answer in await self._run_each("renew", calls):
             lost.update((int(answer[i]), _text(answer[i + 1]))
