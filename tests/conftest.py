@@ -189,7 +189,7 @@ def replicated_redis_cluster(tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisSentinel]:
-    """A real master + 2 replicas + 3 sentinels for one module (its failover test promotes
+    """A real master + replica + 3 sentinels for one module (its failover test promotes
     the replica, so no other module shares it). Skips without ``redis-server``."""
     yield from _started_or_skipped(
         lambda: LocalRedisSentinel(tmp_path_factory.mktemp("redis-sentinel")).start(),

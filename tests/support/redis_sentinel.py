@@ -1,9 +1,8 @@
-"""A real Redis Sentinel set for tests: a master, two replicas and three sentinels, all
+"""A real Redis Sentinel set for tests: a master, its replica(s) and three sentinels, all
 ``redis-server`` processes on free loopback ports.
 
-Two replicas, as a deployment with ``REDIS_WAIT_REPLICAS=1`` needs: after a failover the new
-master has the other replica at once (the sentinels re-point it as part of the failover),
-while the old master rejoins as a replica only when a sentinel next polls it (up to 10 s).
+One replica by default: with ``REDIS_WAIT_REPLICAS=1`` that is the set-up where no
+failover, forced or not, can lose an acknowledged MOVE (docs/OPERATIONS.md §1.4.2).
 
 Why real processes: what Sentinel changes (asking the sentinels for the master, following a
 failover) only shows against real sentinels. The master and the replicas are
@@ -30,12 +29,13 @@ SYNC_AT_ONCE = ["--repl-diskless-sync-delay", "0"]
 
 
 class LocalRedisSentinel:
-    """Master + 2 replicas + 3 sentinels (quorum 2, master down after 1 s)."""
+    """Master + ``replicas`` replicas + 3 sentinels (quorum 2, master down after 1 s)."""
 
     #: The services' REDIS_MODE for it.
     mode = "sentinel"
 
-    def __init__(self, data_dir: Path, master_name: str = MASTER_NAME) -> None:
+    def __init__(self, data_dir: Path, master_name: str = MASTER_NAME,
+                 replicas: int = 1) -> None:
         binary = redis_binary()
         if binary is None:
             raise RedisUnavailable("Sentinel needs redis-server on PATH")
@@ -46,7 +46,7 @@ class LocalRedisSentinel:
         # the default 5 s.
         self.master = LocalRedisServer(data_dir / "master", extra_args=SYNC_AT_ONCE)
         self.replicas = [LocalRedisServer(data_dir / f"replica-{n}", extra_args=SYNC_AT_ONCE)
-                         for n in range(2)]
+                         for n in range(replicas)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self._sentinels: list[subprocess.Popen[bytes]] = []
 
