@@ -21,6 +21,7 @@ mkdir -p "$RUN_DIR"
 
 export REDIS_CONNECTION="${REDIS_CONNECTION:-redis-dev.k8s.home:6379}"
 export GATEWAY_CLIENT_PORT="${GATEWAY_CLIENT_PORT:-5000}"
+export GATEWAY_WS_PORT="${GATEWAY_WS_PORT:-5080}"
 export GATEWAY_P2P_PORT="${GATEWAY_P2P_PORT:-8001}"
 export GATEWAY_METRICS_PORT="${GATEWAY_METRICS_PORT:-8080}"
 export GAMESERVER_P2P_PORT="${GAMESERVER_P2P_PORT:-9001}"
@@ -88,7 +89,8 @@ started() {  # started PID NAME
 # --- ports --------------------------------------------------------------------------------
 
 busy="$("$PY" - \
-  "GATEWAY_CLIENT_PORT=$GATEWAY_CLIENT_PORT" "GATEWAY_P2P_PORT=$GATEWAY_P2P_PORT" \
+  "GATEWAY_CLIENT_PORT=$GATEWAY_CLIENT_PORT" "GATEWAY_WS_PORT=$GATEWAY_WS_PORT" \
+  "GATEWAY_P2P_PORT=$GATEWAY_P2P_PORT" \
   "GATEWAY_METRICS_PORT=$GATEWAY_METRICS_PORT" "GAMESERVER_P2P_PORT=$GAMESERVER_P2P_PORT" \
   "GAMESERVER_MESH_PORT=$GAMESERVER_MESH_PORT" "GAMESERVER_METRICS_PORT=$GAMESERVER_METRICS_PORT" \
   <<'PY'
@@ -246,7 +248,7 @@ wait_ready() {  # wait_ready NAME PID METRICS_PORT
 
 wait_ready gameserver "${STARTED_PIDS[-2]}" "$GAMESERVER_METRICS_PORT"
 wait_ready gateway "${STARTED_PIDS[-1]}" "$GATEWAY_METRICS_PORT"
-ok "Gateway accepts game clients on 127.0.0.1:$GATEWAY_CLIENT_PORT"
+ok "Gateway accepts game clients on 127.0.0.1:$GATEWAY_CLIENT_PORT (WebSocket: ws://127.0.0.1:$GATEWAY_WS_PORT/)"
 
 # --- client -------------------------------------------------------------------------------
 

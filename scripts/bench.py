@@ -226,7 +226,9 @@ class Services:
 
     def gateway(self, name: str, redis_port: int, node_id: int, client_port: int = 0,
                 p2p_port: int = 0, metrics_port: int = 0, extra: Sequence[str] = (),
-                connection: str = "") -> tuple[subprocess.Popen[bytes], int, int]:
+                connection: str = "", ws_port: int = 0
+                ) -> tuple[subprocess.Popen[bytes], int, int]:
+        """``ws_port``: GATEWAY_WS_PORT (0: no WebSocket listener, the default here)."""
         client_port = client_port or free_port()
         metrics_port = metrics_port or free_port()
         proc = self.start(name, [
@@ -234,6 +236,7 @@ class Services:
             "--redis-connection", connection or f"127.0.0.1:{redis_port}",
             "--node-id", str(node_id), "--client-host", "127.0.0.1",
             "--client-port", str(client_port), "--p2p-port", str(p2p_port or free_port()),
+            "--ws-port", str(ws_port), "--wss-port", "0",
             "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", *extra])
         return proc, client_port, metrics_port
 
@@ -311,7 +314,7 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
     Yields their ports (and ``pid_<name>``: process ids)."""
     ports = {name: free_port() for name in (
         "gs_p2p", "gs_mesh", "gs_metrics", "gw_client", "gw_p2p", "gw_metrics", "gw_tls",
-        "echo", "gw_pair")}
+        "echo", "gw_pair", "gw_ws")}
     tls_flags = ([*throwaway_certificate(workdir), "--tls-port", str(ports["gw_tls"])]
                  if tls else [])
     with running(workdir, log_level, ECHO_BENCH_ENV) as services:
@@ -320,7 +323,8 @@ def processes(workdir: Path, log_level: str, tls: bool = False,
         gameserver, _ = services.gameserver("gameserver", ports["redis"], 1, ports["gs_p2p"],
                                             ports["gs_mesh"], ports["gs_metrics"])
         gateway, _, _ = services.gateway("gateway", ports["redis"], 1, ports["gw_client"],
-                                         ports["gw_p2p"], ports["gw_metrics"], tls_flags)
+                                         ports["gw_p2p"], ports["gw_metrics"], tls_flags,
+                                         ws_port=ports["gw_ws"])
         echo = services.start("echo", [PY, "-m", "test_client.echo_server", "--host",
                                        "127.0.0.1", "--port", str(ports["echo"])])
         ports.update(pid_gateway=gateway.pid, pid_gameserver=gameserver.pid, pid_echo=echo.pid)
@@ -483,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curve", action="store_true",
                         help="also (d): the full path of a second GameServer and Gateway whose "
                         "internal traffic uses CURVE, reported against (b)")
+    parser.add_argument("--transport", choices=("tcp", "ws"), default="tcp",
+                        help="ws: also (f), the full path with the clients on the Gateway's "
+                        "WebSocket port, reported against (b) over TCP")
     parser.add_argument("--reuse-port", action="store_true",
                         help="also (e): the full path through two Gateway processes sharing "
                         "one client port (GATEWAY_REUSE_PORT) in front of the same "
@@ -522,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets["d_curve"] = ports["curve_client"]
         if args.reuse_port:
             targets["e_2gw"] = ports["gw_pair"]
+        if args.transport == "ws":
+            targets["f_ws"] = ports["gw_ws"]
         tls_client = ["--tls-ca", str(Path(tmp) / "ca.pem"), "--tls-server-name", "localhost"]
         #: Whose CPU each target's runs report, besides the load generator's.
         watched = {
@@ -531,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "c_tls": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"]},
             "d_curve": {"gateway": ports.get("pid_curve_gateway", 0),
                         "gameserver": ports.get("pid_curve_gameserver", 0)},
+            "f_ws": {"gateway": ports["pid_gateway"], "gameserver": ports["pid_gameserver"],
+                     "redis": ports["pid_redis"]},
             "e_2gw": {"gateway_1": ports.get("pid_pair_gateway_1", 0),
                       "gateway_2": ports.get("pid_pair_gateway_2", 0),
                       "gameserver": ports["pid_gameserver"], "redis": ports["pid_redis"]},
@@ -540,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for target, port in targets.items():
                     user_base += 10_000
                     extra = [*(tls_client if target == "c_tls" else ()),
+                             *(("--transport", "ws") if target == "f_ws" else ()),
                              *(("--mode", args.mode) if target != "a_echo" else ()),
                              *(("--returning",) if args.returning and target != "a_echo"
                                else ())]
@@ -563,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["reuse_port_summary"] = pair_summary = summarize(runs, counts,
                                                                 ("b_full", "e_2gw"))
         print(versus_markdown(pair_summary, "e_2gw", "2 Gateway processes (SO_REUSEPORT)"))
+    if args.transport == "ws":
+        report["ws_summary"] = ws_summary = summarize(runs, counts, ("b_full", "f_ws"))
+        print(versus_markdown(ws_summary, "f_ws", "WebSocket"))
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str))
     return 0

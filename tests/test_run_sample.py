@@ -20,6 +20,7 @@ def sample_env(redis_connection: str, path: str | None = None) -> dict[str, str]
     env.update({
         "REDIS_CONNECTION": redis_connection,
         "GATEWAY_CLIENT_PORT": str(free_port()),
+        "GATEWAY_WS_PORT": str(free_port()),
         "GATEWAY_P2P_PORT": str(free_port()),
         "GATEWAY_METRICS_PORT": str(free_port()),
         "GAMESERVER_P2P_PORT": str(free_port()),

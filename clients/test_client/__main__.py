@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         "higher than the last (needs the login); login: each connection is a loop of "
         "connect, LOGIN, LOGOUT, close (logins/s and the LOGIN latency)")
     bench.add_argument(
+        "--transport", choices=("tcp", "ws"), default="tcp",
+        help="tcp: the Gateway's client port (default); ws: its WebSocket port (--port is "
+        "then GATEWAY_WS_PORT; path /, one frame per binary message); echo and move modes")
+    bench.add_argument(
         "--returning", action="store_true",
         help="login mode: each loop logs the same user in again (default: a new user each "
         "time)")
@@ -177,6 +181,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.rate < 0:
         print("test_client bench: --rate must be 0 (flat out) or more", file=sys.stderr)
         return 2
+    if args.transport == "ws" and (args.mode == "login" or args.idle):
+        print("test_client bench: --transport ws is for the echo and move modes",
+              file=sys.stderr)
+        return 2
     if args.mode in ("move", "login") and args.no_login:
         print(f"test_client bench: --mode {args.mode} needs the login: drop --no-login",
               file=sys.stderr)
@@ -203,6 +211,7 @@ def _bench(args: argparse.Namespace) -> int:
         returning=args.returning,
         rate_per_connection=args.rate,
         lz4=args.lz4,
+        transport=args.transport,
     )
     report = run_bench(cfg, progress=None if args.quiet else sys.stderr)
     if args.json:

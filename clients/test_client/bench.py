@@ -55,6 +55,7 @@ from servicekit.fdlimit import raise_nofile_limit
 from test_client import procstat
 from test_client.latency import merge_samples, summarize_ms
 from test_client.tls import TlsOptions
+from test_client.ws_transport import WsClientShell, ws_url
 
 _SEQ = struct.Struct(">I")
 _SEQ_OFFSET = 8  # u32 length, u16 msg_type, u8 flags, u8 reserved, then u32 sequence_id
@@ -112,6 +113,9 @@ class BenchConfig:
     lz4: bool = False
     #: Connect over TLS (each worker builds its context from these plain options).
     tls: TlsOptions | None = None
+    #: ``tcp``, or ``ws``: the Gateway's WebSocket port, one frame per binary message
+    #: (test_client.ws_transport).
+    transport: str = "tcp"
     #: Other processes whose CPU the report shows over the measured window (name, pid):
     #: the servers under test. The load generator's own is always shown.
     watch: tuple[tuple[str, int], ...] = ()
@@ -387,16 +391,21 @@ async def _open_connections(
                 body["accept_compression"] = ["lz4"]
             login_frame = encode_message(MsgType.LOGIN_REQ, 1, body)
         conn: BenchConnection | None = None
+
+        def session() -> BenchConnection:
+            return BenchConnection(stats, template, login_frame, cfg.max_frame_bytes, index)
+
         async with gate:
             try:
                 async with asyncio.timeout(cfg.connect_timeout_s):
-                    _, conn = await loop.create_connection(
-                        lambda: BenchConnection(stats, template, login_frame, cfg.max_frame_bytes,
-                                                index),
-                        cfg.host,
-                        cfg.port,
-                        **tls,
-                    )
+                    if cfg.transport == "ws":
+                        url = ws_url(cfg.host, cfg.port)
+                        _, shell = await loop.create_connection(
+                            lambda: WsClientShell(session, url), cfg.host, cfg.port, **tls)
+                        conn = cast(BenchConnection, shell.app)
+                    else:
+                        _, conn = await loop.create_connection(session, cfg.host, cfg.port,
+                                                               **tls)
                     await conn.ready
             except (OSError, TimeoutError) as exc:
                 if conn is not None and conn.transport is not None:

@@ -9,6 +9,7 @@ import secrets
 import signal
 import ssl
 import time
+from collections.abc import Callable
 
 import orjson
 import zmq
@@ -20,6 +21,7 @@ from gateway.links import GameServerLinks
 from gateway.relay import Relay
 from gateway.tls import ServerTls
 from gateway.tls_connection import TlsConnection
+from gateway.ws_connection import WsConnection
 from protocol.internal import gateway_routing_id
 from servicekit.config import describe
 from servicekit.curve import load_keys, log_curve
@@ -137,7 +139,24 @@ class GatewayApp:
             loop.add_signal_handler(signal.SIGHUP, server_tls.reload)
             log.info("Listening for TLS clients on %s:%d (certificate %s; SIGHUP reloads it)",
                      config.client_host, config.tls_port, config.tls_cert_file)
-        else:
+        for port, over_tls, variable in ((config.ws_port if config.plaintext else 0, False,
+                                          "GATEWAY_WS_PORT"),
+                                         (config.wss_port if tls is not None else 0, True,
+                                          "GATEWAY_WSS_PORT")):
+            if not port:
+                continue
+            try:
+                servers.append(await loop.create_server(
+                    self._websocket_factory(client, tls if over_tls else None),
+                    config.client_host, port, reuse_address=True,
+                    reuse_port=config.reuse_port, backlog=4096))
+            except OSError as exc:
+                give_up()
+                return bind_failed(log, exc, port, variable)
+            log.info("Listening for WebSocket%s clients on %s:%d (path /, origins: %s)",
+                     " over TLS" if over_tls else "", config.client_host, port,
+                     ", ".join(config.ws_origins) or "any")
+        if tls is None:
             # SIGHUP's default action would end the process: an operator reloading every
             # Gateway must not kill those without TLS.
             loop.add_signal_handler(signal.SIGHUP, log.info,
@@ -159,6 +178,21 @@ class GatewayApp:
         self.zmq.term()
         log.info("Gateway stopped: node %d", config.node_id)
         return 0
+
+    def _websocket_factory(self, client: Callable[[], ClientConnection],
+                           tls: ServerTls | None) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory of a WebSocket port: WebSocket over TCP, or over TLS. The
+        idle timeout covers the TLS handshake and the upgrade too."""
+        config = self.config
+        origins = config.ws_origins
+
+        def websocket() -> WsConnection:
+            return WsConnection(client, config.max_frame_bytes, origins,
+                                config.idle_timeout_s)
+
+        if tls is None:
+            return websocket
+        return lambda: TlsConnection(tls, websocket, config.idle_timeout_s)
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self.stopping.is_set():

@@ -26,6 +26,18 @@ class GatewayConfig(CommonConfig):
     plaintext: bool = setting(
         True, env="GATEWAY_PLAINTEXT",
         help="also listen for plaintext clients on GATEWAY_CLIENT_PORT (false: TLS only)")
+    ws_port: int = setting(
+        5080, env="GATEWAY_WS_PORT",
+        help="port of WebSocket game clients (RFC 6455 on path /, one v1 frame per binary "
+        "message); 0 switches it off, as does GATEWAY_PLAINTEXT=false", min=0, max=65535)
+    wss_port: int = setting(
+        5444, env="GATEWAY_WSS_PORT",
+        help="port of WebSocket clients over TLS (with GATEWAY_TLS_CERT_FILE set); 0 "
+        "switches it off", min=0, max=65535)
+    ws_allowed_origins: str = setting(
+        "", env="GATEWAY_WS_ALLOWED_ORIGINS",
+        help="comma-separated Origins a WebSocket upgrade may come from, e.g. "
+        "https://game.example.com (empty: any, including none)")
     reuse_port: bool = setting(
         False, env="GATEWAY_REUSE_PORT",
         help="listen with SO_REUSEPORT, so that several Gateway processes on one host share "
@@ -92,6 +104,12 @@ class GatewayConfig(CommonConfig):
     @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_cert_file and self.tls_key_file)
+
+    @property
+    def ws_origins(self) -> list[str]:
+        """GATEWAY_WS_ALLOWED_ORIGINS as a list (empty: any Origin)."""
+        return [o.strip().rstrip("/") for o in self.ws_allowed_origins.split(",")
+                if o.strip()]
 
     def validate(self) -> None:
         super().validate()

@@ -45,6 +45,18 @@ tls_handshake_failures = Counter(
     "TLS-port connections closed before their handshake completed, by reason "
     "(not_tls|protocol_version|tls_error|timeout|closed)", ["reason"],
 )
+ws_upgrades = Counter(f"{NS}_ws_upgrades_total",
+                      "WebSocket upgrades accepted on the WebSocket ports")
+ws_upgrade_failures = Counter(
+    f"{NS}_ws_upgrade_failures_total",
+    "WebSocket-port connections refused before the upgrade, by reason "
+    "(origin|path|handshake|timeout)", ["reason"],
+)
+ws_protocol_errors = Counter(
+    f"{NS}_ws_protocol_errors_total",
+    "WebSocket connections closed for a message the protocol refuses, by reason "
+    "(text_message|bad_message)", ["reason"],
+)
 tls_reloads = Counter(f"{NS}_tls_reloads_total",
                       "Certificate reloads on SIGHUP, by outcome (ok|failed)", ["outcome"])
 rate_limited_frames = Counter(
@@ -97,3 +109,7 @@ def create_known_series() -> None:
         tls_handshake_failures.labels(reason)
     for outcome in ("ok", "failed"):
         tls_reloads.labels(outcome)
+    for reason in ("origin", "path", "handshake", "timeout"):
+        ws_upgrade_failures.labels(reason)
+    for reason in ("text_message", "bad_message"):
+        ws_protocol_errors.labels(reason)

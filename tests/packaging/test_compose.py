@@ -248,6 +248,7 @@ class Stack:
             "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
             "PUBLISH_ADDRESS": "127.0.0.1",
             "GATEWAY_PUBLISHED_PORT": str(self.gateway_port),
+            "GATEWAY_WS_PUBLISHED_PORT": str(free_port()),
             "GATEWAY_METRICS_PUBLISHED_PORT": str(free_port()),
             "PROMETHEUS_PUBLISHED_PORT": str(self.prometheus_port),
             "GRAFANA_PUBLISHED_PORT": str(free_port()),

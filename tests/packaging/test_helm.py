@@ -137,6 +137,12 @@ CASES: dict[str, dict[str, Any]] = {
         "clientFrom": [{"ipBlock": {"cidr": "192.168.0.0/16"}}],
     }},
     "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    "websocket": {"gateway": {"websocket": {
+        "allowedOrigins": ["https://game.example.com", "http://localhost:8000"],
+        "ingress": {"enabled": True, "className": "nginx", "host": "play.example.com",
+                    "tlsSecret": "play-tls", "annotations": {
+                        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}}}}},
+    "websocket-off": {"gateway": {"websocket": {"enabled": False}}},
     # Security (issue 9). CURVE with a generated key is the default.
     "curve-existing": {"mesh": {"curve": {"existingSecret": {"name": "gb-curve", "key": "key"}}}},
     "curve-off": {"mesh": {"curve": {"enabled": False}}},
@@ -220,6 +226,10 @@ BAD_VALUES = [
     ({"mesh": {"kurve": {}}}, "kurve"),
     ({"gateway": {"tls": {"existingSecret": {"name": "gb-tls"}}}}, "/gateway/tls/existingSecret"),
     ({"gateway": {"ports": {"tls": 0}}}, "/gateway/ports/tls"),
+    ({"gateway": {"websocket": {"allowedOrigins": ["game.example.com"]}}},
+     "/gateway/websocket/allowedOrigins"),
+    ({"gateway": {"websocket": {"ingress": {"enabled": True}}}},
+     "/gateway/websocket/ingress/host"),
     ({"redis": {"username": "game backbone"}}, "/redis/username"),
     ({"redis": {"tlsSecret": {"name": "x", "clientCert": "yes"}}}, "/redis/tlsSecret/clientCert"),
     ({"gameserver": {"podDisruptionBudget": {"maxUnavailable": "lots"}}},
@@ -481,7 +491,8 @@ def test_default_release(rendered: dict[str, Any]) -> None:
     service = one(docs, "Service", GATEWAY)
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["ports"] == [
-        {"name": "client", "port": 5000, "targetPort": "client", "protocol": "TCP"}]
+        {"name": "client", "port": 5000, "targetPort": "client", "protocol": "TCP"},
+        {"name": "ws", "port": 5080, "targetPort": "ws", "protocol": "TCP"}]
     metrics = one(docs, "Service", f"{GATEWAY}-metrics")
     assert metrics["spec"]["type"] == "ClusterIP"
 
@@ -752,18 +763,22 @@ def test_gateway_tls(rendered: dict[str, Any]) -> None:
     assert env["GATEWAY_TLS_KEY_FILE"] == f"{TLS_DIR}/tls.key"
     assert env["GATEWAY_PLAINTEXT"] == "true"
     ports = {p["name"]: p["containerPort"] for p in container(deploy)["ports"]}
-    assert ports == {"client": 5000, "client-tls": 5443, "metrics": 8080}
+    assert ports == {"client": 5000, "client-tls": 5443, "ws": 5080, "wss": 5444,
+                     "metrics": 8080}
     assert env["GATEWAY_TLS_PORT"] == str(ports["client-tls"])
+    assert (env["GATEWAY_WS_PORT"], env["GATEWAY_WSS_PORT"]) == ("5080", "5444")
     assert deploy["metadata"]["annotations"]["secret.reloader.stakater.com/reload"] == "gb-tls"
     service = one(docs, "Service", GATEWAY)
     assert service["spec"]["ports"] == [
         {"name": "client", "port": 5000, "targetPort": "client", "protocol": "TCP",
          "nodePort": 30500},
         {"name": "client-tls", "port": 5443, "targetPort": "client-tls", "protocol": "TCP",
-         "nodePort": 30543}]
+         "nodePort": 30543},
+        {"name": "ws", "port": 5080, "targetPort": "ws", "protocol": "TCP"},
+        {"name": "wss", "port": 5444, "targetPort": "wss", "protocol": "TCP"}]
     policy = one(docs, "NetworkPolicy", GATEWAY)
     assert policy["spec"]["ingress"][0]["ports"] == [
-        {"port": "client", "protocol": "TCP"}, {"port": "client-tls", "protocol": "TCP"}]
+        {"port": name, "protocol": "TCP"} for name in ("client", "client-tls", "ws", "wss")]
     # Only the Gateways get the certificate; helm test still uses the plaintext port.
     assert "tls" not in {v["name"] for v in pod_spec(one(docs, "StatefulSet"))["volumes"]}
     assert "--tls-ca" not in container(one(docs, "Pod"))["args"]
@@ -771,14 +786,43 @@ def test_gateway_tls(rendered: dict[str, Any]) -> None:
     assert "os.kill(1, signal.SIGHUP)" in notes and "TLS port 5443" in notes
 
 
+def test_websocket_ports_origins_and_ingress(rendered: dict[str, Any]) -> None:
+    docs = documents(rendered, "websocket")
+    deploy = one(docs, "Deployment", GATEWAY)
+    env = {name: item["value"] for name, item in env_of(deploy).items() if "value" in item}
+    assert env["GATEWAY_WS_PORT"] == "5080" and env["GATEWAY_WSS_PORT"] == "0"  # no TLS
+    assert env["GATEWAY_WS_ALLOWED_ORIGINS"] == "https://game.example.com,http://localhost:8000"
+    assert {p["name"]: p["containerPort"] for p in container(deploy)["ports"]}["ws"] == 5080
+    assert [p["name"] for p in one(docs, "Service", GATEWAY)["spec"]["ports"]] == [
+        "client", "ws"]
+    ingress = one(docs, "Ingress", GATEWAY)
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}
+    assert ingress["spec"]["tls"] == [{"hosts": ["play.example.com"], "secretName": "play-tls"}]
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "play.example.com"
+    [path] = rule["http"]["paths"]
+    assert path["path"] == "/" and path["backend"]["service"] == {
+        "name": GATEWAY, "port": {"name": "ws"}}
+    # Off: no WebSocket port anywhere, and the Gateway told so.
+    docs = documents(rendered, "websocket-off")
+    deploy = one(docs, "Deployment", GATEWAY)
+    assert env_of(deploy)["GATEWAY_WS_PORT"]["value"] == "0"
+    assert "ws" not in {p["name"] for p in container(deploy)["ports"]}
+    assert [p["name"] for p in one(docs, "Service", GATEWAY)["spec"]["ports"]] == ["client"]
+    assert not find(docs, "Ingress")
+
+
 def test_gateway_tls_only(rendered: dict[str, Any]) -> None:
     docs = documents(rendered, "gateway-tls-only")
     deploy = one(docs, "Deployment", GATEWAY)
     assert env_of(deploy)["GATEWAY_PLAINTEXT"]["value"] == "false"
-    assert {p["name"] for p in container(deploy)["ports"]} == {"client-tls", "metrics"}
-    assert [p["name"] for p in one(docs, "Service", GATEWAY)["spec"]["ports"]] == ["client-tls"]
+    assert {p["name"] for p in container(deploy)["ports"]} == {"client-tls", "wss", "metrics"}
+    assert [p["name"] for p in one(docs, "Service", GATEWAY)["spec"]["ports"]] == [
+        "client-tls", "wss"]
     assert one(docs, "NetworkPolicy", GATEWAY)["spec"]["ingress"][0]["ports"] == [
-        {"port": "client-tls", "protocol": "TCP"}]
+        {"port": "client-tls", "protocol": "TCP"}, {"port": "wss", "protocol": "TCP"}]
     # helm test goes over TLS, trusting only the CA of the Gateways' Secret (not its key).
     pod = one(docs, "Pod")
     args = container(pod)["args"]
@@ -925,7 +969,8 @@ def test_checkov_passes(tools: Path, rendered: dict[str, Any]) -> None:
 CHART_ALWAYS = {
     "gateway": {"REDIS_CONNECTION", "REDIS_MODE", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
                 "MAX_FRAME_BYTES", "GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT",
-                "GATEWAY_DRAIN_GRACE_S"},
+                "GATEWAY_DRAIN_GRACE_S", "GATEWAY_WS_PORT", "GATEWAY_WSS_PORT",
+                "GATEWAY_WS_ALLOWED_ORIGINS"},
     "gameserver": {"REDIS_CONNECTION", "REDIS_MODE", "REDIS_KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT",
                    "MAX_FRAME_BYTES", "GAMESERVER_NODE_ID", "GAMESERVER_ADVERTISE_HOST",
                    "GAMESERVER_P2P_PORT",
@@ -1041,7 +1086,7 @@ def resolve_env(env: list[dict[str, Any]], secrets: dict[tuple[str, str], str],
             netloc = f"{userinfo}@127.0.0.1:{redis_port}" if userinfo \
                 else f"127.0.0.1:{redis_port}"
             value = urlunsplit(parts._replace(netloc=netloc))
-        if name in ports:
+        if name in ports and value != "0":  # (a port the chart switched off stays off)
             value = str(ports[name])
         resolved[name] = value
     return resolved
@@ -1086,7 +1131,8 @@ def test_services_run_with_the_rendered_configuration(
     gs_ports = {n: free_port() for n in
                 ("GAMESERVER_P2P_PORT", "GAMESERVER_MESH_PORT", "GAMESERVER_METRICS_PORT")}
     gw_ports = {n: free_port() for n in
-                ("GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_TLS_PORT")}
+                ("GATEWAY_CLIENT_PORT", "GATEWAY_METRICS_PORT", "GATEWAY_TLS_PORT",
+                 "GATEWAY_WS_PORT", "GATEWAY_WSS_PORT")}
     # The Secret volumes (CURVE key, TLS certificate) as files; the env points at them.
     mounted = {kind: write_secret_mounts(secret_mounts(w, secrets), tmp_path / kind)
                for kind, w in (("gameserver", sts), ("gateway", deploy), ("test", test_pod))}

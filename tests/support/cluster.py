@@ -90,11 +90,20 @@ class GatewayNode(_NodeControl):
     metrics_port: int
     process: ServiceProcess
     host: str = LOOPBACK
+    #: GATEWAY_WS_PORT (every test Gateway serves WebSocket on a port of its own), and
+    #: GATEWAY_WSS_PORT (served when the test gives it a certificate).
+    ws_port: int = 0
+    wss_port: int = 0
 
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)`` for game clients."""
         return (self.host, self.client_port)
+
+    @property
+    def ws_url(self) -> str:
+        """Where WebSocket game clients connect."""
+        return f"ws://{self.host}:{self.ws_port}/"
 
 
 @dataclass
@@ -169,11 +178,14 @@ class Cluster:
         """Start one more Gateway on fresh ports (and wait for ``/readyz``)."""
         node_id = next(_gateway_ids) if node_id is None else node_id
         client_port, p2p_port, metrics_port = free_port(), free_port(), free_port()
+        ws_port, wss_port = free_port(), free_port()
         args = [
             "--redis-connection", self.redis.url,
             "--node-id", str(node_id),
             "--client-host", LOOPBACK,
             "--client-port", str(client_port),
+            "--ws-port", str(ws_port),
+            "--wss-port", str(wss_port),
             "--p2p-port", str(p2p_port),
             "--metrics-port", str(metrics_port),
             "--metrics-host", LOOPBACK,
@@ -183,7 +195,8 @@ class Cluster:
             f"gateway-{node_id}", "gateway", args,
             metrics_port=metrics_port, env=self._node_env(env),
         )
-        node = GatewayNode(node_id, client_port, p2p_port, metrics_port, process)
+        node = GatewayNode(node_id, client_port, p2p_port, metrics_port, process,
+                           ws_port=ws_port, wss_port=wss_port)
         self.gateways.append(node)
         if wait_ready:
             node.wait_ready(self.ready_timeout)
