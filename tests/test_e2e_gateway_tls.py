@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trustme
+from websockets.exceptions import InvalidMessage
 
 from gateway.config import GatewayConfig
 from protocol import MsgType
@@ -31,6 +32,7 @@ from tests.support.cli import run_cli
 from tests.support.cluster import Cluster
 from tests.support.ports import free_port
 from tests.support.raw import RawClient
+from tests.support.raw_ws import WsRawClient
 from tests.support.users import new_user_id
 from tests.support.waiting import wait_until, wait_until_async
 
@@ -353,3 +355,18 @@ async def test_after_the_handshake_close_notify_and_garbage_close_only_that_conn
     assert echo.payload == {"still": "served"}
     await bystander.close()
     assert failures(tls_cluster) == 0  # none of this was a failed handshake
+
+
+async def test_websocket_over_tls_on_the_wss_port(tls_cluster: Cluster,
+                                                  certificates: Certificates) -> None:
+    """GATEWAY_WSS_PORT: wss:// with the Gateway's certificate (the same as the TLS port's);
+    the session protocol on top is the same."""
+    url = f"wss://localhost:{tls_cluster.gateway.wss_port}/"
+    client = await WsRawClient.connect(url, ssl=certificates.client_context())
+    await client.login(new_user_id())
+    echo = await client.request(MsgType.ECHO_REQ, 2, {"over": "wss"})
+    assert echo.payload == {"over": "wss"}
+    await client.close()
+    # And no plaintext WebSocket on it.
+    with pytest.raises((InvalidMessage, OSError)):
+        await WsRawClient.connect(url.replace("wss://", "ws://"))
