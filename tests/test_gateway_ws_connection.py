@@ -76,13 +76,19 @@ class Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Any = None
         self.received: list[bytes] = []
+        self.read = 0
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.received.append(data)
+        raise AssertionError("a message transport hands whole frames over")
+
+    def frames_received(self, frames: list[bytes], size: int) -> None:
+        self.read += size
+        self.received.extend(frames)
+        assert self.read >= sum(map(len, self.received))  # every byte read is counted
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

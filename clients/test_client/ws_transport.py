@@ -12,12 +12,10 @@ drives ``ServerProtocol`` the same way, gateway/ws_connection.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -74,11 +72,12 @@ class WsClientShell(asyncio.Protocol):
             "the WebSocket upgrade was refused"))
 
     def write(self, data: bytes | bytearray) -> None:
-        if self._tcp is None:
-            return
-        with contextlib.suppress(InvalidState):  # closing: dropped, as on a closing socket
-            self._ws.send_binary(bytes(data))
-        self._flush()
+        tcp = self._tcp
+        ws = self._ws
+        if tcp is None or ws.state is not State.OPEN:
+            return  # closing: dropped, as on a closing socket
+        ws.send_binary(bytes(data))
+        tcp.write(b"".join(ws.data_to_send()))
 
     def _flush(self) -> None:
         chunks = self._ws.data_to_send()

@@ -87,6 +87,15 @@ class ClientConnection(asyncio.Protocol):
         if self.splitter.error is not None:
             self.relay.protocol_error(self, str(self.splitter.error))
 
+    def frames_received(self, frames: list[bytes], size: int) -> None:
+        """Whole frames from a message transport (WebSocket: one per message, each checked
+        there), ``size`` bytes read for them: what ``data_received`` does after splitting."""
+        if self.closing:
+            return
+        self.relay.bytes_in[0] += size
+        self.active = True
+        self.relay.forward(self, frames)
+
     def eof_received(self) -> bool:
         return False  # close our side too
 

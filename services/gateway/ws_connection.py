@@ -41,6 +41,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Origin
 
 from gateway import metrics
+from gateway.connection import ClientConnection
 from gateway.replies import kickout_frame
 from protocol.frame import LENGTH_PREFIX_SIZE, MIN_LENGTH
 from protocol.messages import KickReason
@@ -59,7 +60,7 @@ class WsConnection(asyncio.Protocol):
     """The transport protocol of the WebSocket port: runs the upgrade, then carries the
     connection protocol made by ``make_protocol()`` over WebSocket messages."""
 
-    def __init__(self, make_protocol: Callable[[], asyncio.Protocol], max_frame_bytes: int,
+    def __init__(self, make_protocol: Callable[[], ClientConnection], max_frame_bytes: int,
                  origins: Sequence[str], timeout_s: float) -> None:
         self._make_protocol = make_protocol
         self._max_message = LENGTH_PREFIX_SIZE + max_frame_bytes
@@ -68,11 +69,13 @@ class WsConnection(asyncio.Protocol):
         self._timeout_s = timeout_s
         self._below: asyncio.Transport | None = None
         #: The connection protocol, once the upgrade succeeded.
-        self._app: asyncio.Protocol | None = None
+        self._app: ClientConnection | None = None
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
         #: The parts of a fragmented binary message received so far (None: not inside one).
         self._parts: list[bytes] | None = None
+        #: Bytes read since frames were last handed over (WebSocket framing included).
+        self._read = 0
         self._peer: Any = None
 
     # ------------------------------------------------------------------ upgrade
@@ -124,6 +127,7 @@ class WsConnection(asyncio.Protocol):
             return
         ws = self._ws
         ws.receive_data(data)
+        self._read += len(data)
         messages: list[bytes] = []
         for event in ws.events_received():
             if isinstance(event, Request):
@@ -133,9 +137,10 @@ class WsConnection(asyncio.Protocol):
         self._flush()  # pongs, the close handshake, a close 1009 from websockets
         app = self._app
         if messages and app is not None and not self._closing:
-            # One v1 frame per message, checked: the splitter below sees whole frames only.
-            app.data_received(messages[0] if len(messages) == 1 else b"".join(messages))
-        if ws.state is State.CLOSED or ws.close_expected():
+            # Whole frames, each checked (_message): no byte stream to split.
+            app.frames_received(messages, self._read)
+            self._read = 0
+        if ws.state is not State.OPEN and (ws.state is State.CLOSED or ws.close_expected()):
             self._close_below()
 
     def _frame(self, frame: Frame, messages: list[bytes]) -> bool:
@@ -189,11 +194,15 @@ class WsConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ outgoing
     def write(self, data: bytes) -> None:
-        """One v1 frame out, as one binary message."""
-        if self._closing or self._below is None:
+        """One v1 frame out, as one binary message (the hot path: no more than that)."""
+        below = self._below
+        if self._closing or below is None:
             return
-        self._send(data)
-        self._flush()
+        ws = self._ws
+        if ws.state is not State.OPEN:
+            return  # closing already (the peer's close came first): dropped, as on TCP
+        ws.send_binary(data)
+        below.write(b"".join(ws.data_to_send()))
 
     def _send(self, data: bytes) -> None:
         # Closing already (the peer's close came first): dropped, as on a closing TCP socket.
