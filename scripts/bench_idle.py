@@ -67,7 +67,8 @@ def fd_limit_line(log: Path) -> str:
 def gauges(system: System) -> dict[str, float]:
     gw = next(iter(system.gateway_metrics.values()))
     gs = next(iter(system.gameserver_metrics.values()))
-    return {"gateway_clients": scrape(gw, "gateway_connected_clients").get("", -1.0),
+    clients = scrape(gw, "gateway_connected_clients")
+    return {"gateway_clients": clients.get('{transport="tcp"}', -1.0),
             "gameserver_sessions": scrape(gs, "gameserver_sessions_active").get("", -1.0)}
 
 

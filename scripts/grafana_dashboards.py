@@ -372,18 +372,22 @@ def overview() -> dict[str, Any]:
 
     lay.row("Traffic")
     lay.add(timeseries(
-        "Connected clients", "Client connections open per Gateway, and pinned to a session.",
-        targets(("sum by (instance) (gateway_connected_clients)", "{{instance}}"),
+        "Connected clients", "Client connections open per Gateway and transport (tcp, tls, "
+        "ws, wss), and pinned to a session.",
+        targets(("sum by (instance, transport) (gateway_connected_clients)",
+                 "{{instance}} {{transport}}"),
                 ("sum(gateway_pinned_sockets)", "pinned to a session (all)"))), 8, 8)
     lay.add(timeseries(
-        "Messages per second", "Gateway frames by direction, and GameServer requests by "
-        "message type.",
-        targets((f"sum by (direction) ({rate('gateway_frames_total')})", "frames {{direction}}"),
+        "Messages per second", "Gateway frames by direction and transport, and GameServer "
+        "requests by message type.",
+        targets((f"sum by (direction, transport) ({rate('gateway_frames_total')})",
+                 "frames {{direction}} {{transport}}"),
                 (f"sum by (msg_type) ({rate('gameserver_requests_total')})", "{{msg_type}}")),
         "reqps"), 8, 8)
     lay.add(timeseries(
-        "Client bytes", "Bytes received from / written to clients, all Gateways.",
-        targets((f"sum by (direction) ({rate('gateway_bytes_total')})", "{{direction}}")),
+        "Client bytes", "Bytes received from / written to clients by transport, all Gateways.",
+        targets((f"sum by (direction, transport) ({rate('gateway_bytes_total')})",
+                 "{{direction}} {{transport}}")),
         "Bps"), 8, 8)
 
     lay.row("Latency")

@@ -45,7 +45,7 @@ ClientFactory = Callable[..., GameClient]
 
 MOVES_APPLIED = 'gameserver_requests_total{msg_type="MOVE_REQ",result="ok"}'
 ANSWERED_FROM_CACHE = 'gameserver_duplicate_requests_total{outcome="cached"}'
-GATEWAY_BYTES_OUT = 'gateway_bytes_total{direction="out"}'
+GATEWAY_BYTES_OUT = 'gateway_bytes_total{direction="out",transport="tcp"}'
 
 
 @pytest.fixture

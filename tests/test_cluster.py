@@ -517,7 +517,8 @@ async def test_gateway_processes_share_one_port_with_reuse_port(system_factory) 
         await client.login(new_user_id())
         assert (await client.request(MsgType.ECHO_REQ, 2, {"n": 2})).payload == {"n": 2}
     # The kernel spread the connections over both processes (all 40 on one: 2**-39).
-    held = [node.process.metric("gateway_connected_clients") for node in (first, second)]
+    held = [node.process.metric('gateway_connected_clients{transport="tcp"}')
+            for node in (first, second)]
     assert sum(held) == 40 and min(held) > 0, held
     for client in clients:
         await client.close()

@@ -147,7 +147,7 @@ async def test_metrics_health_and_readiness_endpoints(system_factory) -> None:  
     assert 'gameserver_handler_duration_seconds_count{msg_type="LOGIN_REQ"} 1.0' in gs
     assert "gameserver_sessions_active 1.0" in gs
     gw = cluster.gateway.process.metrics_text()
-    assert "gateway_connected_clients 1.0" in gw
-    assert 'gateway_frames_total{direction="in"} 3.0' in gw
+    assert 'gateway_connected_clients{transport="tcp"} 1.0' in gw
+    assert 'gateway_frames_total{direction="in",transport="tcp"} 3.0' in gw
     assert "gateway_gameservers_live 1.0" in gw
     await client.close()

@@ -41,7 +41,11 @@ async def test_login_echo_move_ping_over_websocket(system: Cluster) -> None:
     async with asyncio.timeout(5):
         await (await client.ws.ping(b"are you there"))
     await client.close()
-    assert system.gateway.process.metric("gateway_ws_upgrades_total") >= 1
+    metric = system.gateway.process.metric
+    assert metric("gateway_ws_upgrades_total") >= 1
+    # Traffic is counted by transport (the dashboards split it).
+    assert metric('gateway_connections_total{transport="ws"}') >= 1
+    assert metric('gateway_frames_total{direction="in",transport="ws"}') >= 4
 
 
 async def test_a_text_message_is_kicked_and_closed_1003(system: Cluster) -> None:

@@ -152,7 +152,7 @@ def churn_jobs(address: tuple[str, int], cycles: int, aborts: int
 
 def settled(cluster: Cluster) -> bool:
     """No client connection left on the Gateway and no attached session on the GameServer."""
-    return (cluster.gateway.process.metric("gateway_connected_clients") == 0
+    return (cluster.gateway.process.metric('gateway_connected_clients{transport="tcp"}') == 0
             and cluster.gameserver.process.metric("gameserver_sessions_active") == 0)
 
 
@@ -189,7 +189,7 @@ async def test_churn_leaves_descriptors_and_memory_at_baseline(
                            message="warm-up connections did not settle")
     baseline = holdings(cluster)
     rss_before = {p.name: rss_bytes(p.pid) for p in processes if p.pid}
-    accepted_before = cluster.gateway.process.metric("gateway_connections_total")
+    accepted_before = cluster.gateway.process.metric('gateway_connections_total{transport="tcp"}')
     logouts_before = cluster.gameserver.process.metric("gameserver_sessions_logged_out_total")
 
     started = time.monotonic()
@@ -199,8 +199,8 @@ async def test_churn_leaves_descriptors_and_memory_at_baseline(
                            message="churned connections did not settle")
     # The churn really happened: every connection reached the Gateway (an RST right after
     # connect still completes the handshake and the accept), every LOGOUT the GameServer.
-    assert (cluster.gateway.process.metric("gateway_connections_total") - accepted_before
-            == CHURN_CYCLES + CHURN_ABORTS)
+    accepted = cluster.gateway.process.metric('gateway_connections_total{transport="tcp"}')
+    assert accepted - accepted_before == CHURN_CYCLES + CHURN_ABORTS
     assert (cluster.gameserver.process.metric("gameserver_sessions_logged_out_total")
             - logouts_before == CHURN_CYCLES)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import signal
@@ -113,8 +114,11 @@ class GatewayApp:
                 give_up()
                 return 2
 
-        def client() -> ClientConnection:
-            return ClientConnection(self.relay, config.max_frame_bytes)
+        def client_over(transport: str) -> Callable[[], ClientConnection]:
+            return functools.partial(ClientConnection, self.relay, config.max_frame_bytes,
+                                     transport)
+
+        client = client_over("tcp")
 
         if config.plaintext:
             try:
@@ -127,10 +131,11 @@ class GatewayApp:
             log.info("Listening for clients on %s:%d", config.client_host, config.client_port)
         if tls is not None:
             server_tls = tls
+            tls_client = client_over("tls")
             try:
                 # The idle timeout covers the handshake too.
                 servers.append(await loop.create_server(
-                    lambda: TlsConnection(server_tls, client, config.idle_timeout_s),
+                    lambda: TlsConnection(server_tls, tls_client, config.idle_timeout_s),
                     config.client_host, config.tls_port, reuse_address=True,
                     reuse_port=config.reuse_port, backlog=4096))
             except OSError as exc:
@@ -147,7 +152,8 @@ class GatewayApp:
                 continue
             try:
                 servers.append(await loop.create_server(
-                    self._websocket_factory(client, tls if over_tls else None),
+                    self._websocket_factory(client_over("wss" if over_tls else "ws"),
+                                            tls if over_tls else None),
                     config.client_host, port, reuse_address=True,
                     reuse_port=config.reuse_port, backlog=4096))
             except OSError as exc:

@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, cast
 
+from gateway import metrics
 from gateway.limits import InflightWindow, RateLimiter
 from protocol.frame import FrameSplitter
 
@@ -23,6 +24,7 @@ class ClientConnection(asyncio.Protocol):
         "active",
         "backlog",
         "closing",
+        "counters",
         "held",
         "held_since",
         "idle_since",
@@ -40,8 +42,10 @@ class ClientConnection(asyncio.Protocol):
         "window",
     )
 
-    def __init__(self, relay: Relay, max_frame_bytes: int) -> None:
+    def __init__(self, relay: Relay, max_frame_bytes: int, transport: str = "tcp") -> None:
         self.relay = relay
+        #: This connection's transport (tcp, tls, ws, wss) and its traffic counters.
+        self.counters = metrics.COUNTERS[transport]
         socket_uuid = uuid.uuid4()
         self.socket_id = socket_uuid.bytes
         #: As logged (the seed's SocketId, a GUID): formatted once, not per log line.
@@ -77,7 +81,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.relay.bytes_in[0] += len(data)
+        self.counters.bytes_in[0] += len(data)
         frames = self.splitter.feed(data)
         if frames:
             # Only whole frames count as activity: a trickle of bytes never completing a
@@ -92,7 +96,7 @@ class ClientConnection(asyncio.Protocol):
         there), ``size`` bytes read for them: what ``data_received`` does after splitting."""
         if self.closing:
             return
-        self.relay.bytes_in[0] += size
+        self.counters.bytes_in[0] += size
         self.active = True
         self.relay.forward(self, frames)
 

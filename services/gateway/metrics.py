@@ -8,8 +8,13 @@ from servicekit.fastmetrics import FastCounter, register_fast
 
 NS = "gateway"
 
-frames = FastCounter(f"{NS}_frames_total", "Client frames, by direction (in|out)", ["direction"])
-bytes_ = FastCounter(f"{NS}_bytes_total", "Client bytes, by direction (in|out)", ["direction"])
+#: How clients connect: the client port, the TLS port, WebSocket, WebSocket over TLS.
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
+
+frames = FastCounter(f"{NS}_frames_total", "Client frames, by direction (in|out) and transport",
+                     ["direction", "transport"])
+bytes_ = FastCounter(f"{NS}_bytes_total", "Client bytes, by direction (in|out) and transport",
+                     ["direction", "transport"])
 p2p_records = FastCounter(
     f"{NS}_p2p_records_total",
     "Data-plane records exchanged with GameServers, by direction (in|out)", ["direction"])
@@ -19,8 +24,27 @@ p2p_batches = FastCounter(
     "per batch = p2p_records_total / p2p_batches_total", ["direction"])
 register_fast([frames, bytes_, p2p_records, p2p_batches])
 
-connected_clients = Gauge(f"{NS}_connected_clients", "Client TCP connections open now")
-connections = Counter(f"{NS}_connections_total", "Client TCP connections accepted")
+connected_clients = Gauge(f"{NS}_connected_clients", "Client connections open now, by transport",
+                          ["transport"])
+connections = Counter(f"{NS}_connections_total", "Client connections accepted, by transport",
+                      ["transport"])
+
+
+class TransportCounters:
+    """The traffic counters of one transport, looked up once per connection, not per frame
+    (a fast counter's cell is a one-element list, incremented in place)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "frames_in", "frames_out", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames_in = frames.child("in", name)
+        self.frames_out = frames.child("out", name)
+        self.bytes_in = bytes_.child("in", name)
+        self.bytes_out = bytes_.child("out", name)
+
+
+COUNTERS = {name: TransportCounters(name) for name in TRANSPORTS}
 rejected_connections = Counter(
     f"{NS}_rejected_connections_total", "Connections refused, by reason", ["reason"]
 )

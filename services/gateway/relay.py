@@ -14,6 +14,7 @@ in-process with a fake transport and fake links.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,17 +63,19 @@ class Relay:
         self.links: GameServerLinks | None = None
         self.accepting = True
         self.debug = log.isEnabledFor(logging.DEBUG)
-        self._frames_in = metrics.frames.child("in")
-        self._frames_out = metrics.frames.child("out")
-        self.bytes_in = metrics.bytes_.child("in")
-        self._bytes_out = metrics.bytes_.child("out")
         self.on_empty: Callable[[], None] | None = None
         self._last_no_gameserver_warning = -NO_GAMESERVER_WARNING_INTERVAL_S
-        metrics.connected_clients.set_function(lambda: len(self.connections))
+        for transport in metrics.TRANSPORTS:
+            metrics.connected_clients.labels(transport).set_function(
+                functools.partial(self._open_over, transport))
         metrics.pinned_sockets.set_function(
             lambda: sum(1 for c in self.connections.values() if c.session_id))
         metrics.reading_paused_clients.set_function(
             lambda: sum(1 for c in self.connections.values() if c.reading_paused))
+
+    def _open_over(self, transport: str) -> int:
+        """Client connections open now over ``transport`` (counted when scraped)."""
+        return sum(1 for c in self.connections.values() if c.counters.name == transport)
 
     # ------------------------------------------------------------- client side
     def on_connect(self, conn: ClientConnection) -> None:
@@ -93,12 +96,12 @@ class Relay:
         if self.login_timeout_s:
             conn.login_deadline = now + self.login_timeout_s
         self.connections[conn.socket_id] = conn
-        metrics.connections.inc()
+        metrics.connections.labels(conn.counters.name).inc()
         log.info("Client connected: SocketId=%s", _sid(conn))
 
     def forward(self, conn: ClientConnection, frames: list[bytes]) -> None:
         """Whole frames read from a client: through admission control to its GameServer."""
-        self._frames_in[0] += len(frames)
+        conn.counters.frames_in[0] += len(frames)
         if self.debug:
             for frame in frames:
                 log.debug("Packet received: Socket=%s, Size=%d", _sid(conn), len(frame))
@@ -212,8 +215,6 @@ class Relay:
     # ------------------------------------------------------------- GameServer side
     def on_records(self, routing_id: bytes, records: list[Record]) -> None:
         connections = self.connections
-        frames_out = 0
-        bytes_out = 0
         for kind, socket_id, arg, body in records:
             if kind == Kind.SEND:
                 conn = connections.get(socket_id)
@@ -221,8 +222,9 @@ class Relay:
                     metrics.unroutable_records.labels("send").inc()
                     continue
                 conn.write(body)
-                frames_out += 1
-                bytes_out += len(body)
+                counters = conn.counters
+                counters.frames_out[0] += 1
+                counters.bytes_out[0] += len(body)
                 # An answer (type below the notifications; u16 at offset 4) frees a slot.
                 if len(body) > 5 and not body[4] and body[5] < FIRST_NOTIFICATION_TYPE:
                     self.admission.answered(conn)
@@ -275,8 +277,6 @@ class Relay:
                     self._notify_closed(conn, "closed_by_server")
             elif kind == Kind.HELLO_ACK and self.links is not None:
                 self.links.on_ack(routing_id, arg, body)
-        self._frames_out[0] += frames_out
-        self._bytes_out[0] += bytes_out
 
     def on_undeliverable(self, routing_id: bytes, batch: bytes, reason: str) -> None:
         """A batch for a GameServer could not be queued: answer every request in it."""
