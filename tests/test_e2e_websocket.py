@@ -191,3 +191,15 @@ async def test_a_websocket_client_that_does_not_read_is_disconnected(
         await watcher.stop()
     assert not watcher.problems, watcher.problems
     assert cluster.gateway.process.metric("gateway_reading_pauses_total") >= 1
+
+
+async def test_login_and_idle_timeouts_apply_over_websocket(
+        system_factory: Callable[..., Cluster]) -> None:
+    cluster = system_factory(env={"LOGIN_TIMEOUT_S": "1", "IDLE_TIMEOUT_S": "1.5"})
+    silent = await WsRawClient.connect(cluster.gateway.ws_url)  # never logs in
+    idle = await WsRawClient.connect(cluster.gateway.ws_url)
+    await idle.login(new_user_id())  # then says nothing
+    for client, reason in ((silent, KickReason.LOGIN_TIMEOUT), (idle, KickReason.IDLE_TIMEOUT)):
+        frames, code = await client.wait_closed(timeout=10)
+        assert [f.payload.get("reason") for f in frames] == [reason.value]
+        assert code == 1000
