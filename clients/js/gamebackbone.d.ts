@@ -63,6 +63,8 @@ export interface GameClientOptions {
   autoReconnect?: boolean;
   reconnectTimeoutMs?: number;
   maxFrameBytes?: number;
+  /** PING when nothing was sent for this long while logged in (default 10000; 0: never). */
+  keepAliveMs?: number;
   WebSocket?: typeof WebSocket;
   timers?: Partial<{
     setTimeout(fn: () => void, ms: number): unknown;

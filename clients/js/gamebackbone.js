@@ -162,6 +162,9 @@ export class GameClient extends EventTarget {
    * @param {boolean} [options.autoReconnect] Resume the session when the connection drops.
    * @param {number} [options.reconnectTimeoutMs] How long resuming may take in all.
    * @param {number} [options.maxFrameBytes] Largest frame sent (the Gateway's MAX_FRAME_BYTES).
+   * @param {number} [options.keepAliveMs] PING when nothing was sent for this long while
+   *   logged in (the Gateway drops a connection silent for IDLE_TIMEOUT_S, 30 s by default;
+   *   a browser cannot send WebSocket pings). 0: never.
    * @param {Function} [options.WebSocket] The WebSocket class (default: the global one).
    * @param {object} [options.timers] setTimeout/clearTimeout/now/random (tests inject them).
    */
@@ -174,6 +177,7 @@ export class GameClient extends EventTarget {
     this.autoReconnect = options.autoReconnect ?? true;
     this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? 30000;
     this.maxFrameBytes = options.maxFrameBytes ?? 65536;
+    this.keepAliveMs = options.keepAliveMs ?? 10000;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.WebSocket !== "function") {
       throw new TypeError("no WebSocket class: pass options.WebSocket");
@@ -199,6 +203,8 @@ export class GameClient extends EventTarget {
     this._closed = false;
     this._loggingOut = false;
     this._resuming = null;
+    this._lastSentAt = 0;
+    this._keepAliveTimer = null;
   }
 
   // ------------------------------------------------------------------ public API
@@ -207,14 +213,25 @@ export class GameClient extends EventTarget {
   async login(userId, { token } = {}) {
     this._closed = false;
     this._kick = null;
-    if (this._socket === null) await this._connectTo(this.urls[this._urlIndex]);
     const body = { user_id: userId };
     if (token !== undefined && token !== null && token !== "") body.token = token;
-    const result = await this.request(MsgType.LOGIN_REQ, body);
+    let result;
+    try {
+      if (this._socket === null) await this._connectTo(this.urls[this._urlIndex]);
+      result = await this.request(MsgType.LOGIN_REQ, body);
+    } catch (error) {
+      if (this.sessionId === null && this.status !== "kicked") {
+        // Refused, or no connection: nothing to keep open.
+        this._dropSocket(1000);
+        this._setStatus("offline");
+      }
+      throw error;
+    }
     this.userId = userId;
     this._loggingOut = false;
     this._acceptSession(result);
     this._setStatus("online");
+    this._keepAlive();
     return result;
   }
 
@@ -273,6 +290,8 @@ export class GameClient extends EventTarget {
   close() {
     this._closed = true;
     this._resuming = null;
+    if (this._keepAliveTimer !== null) this.timers.clearTimeout(this._keepAliveTimer);
+    this._keepAliveTimer = null;
     this._dropSocket(1000);
     this._failAll(new ClientClosed("the client was closed"));
     this._setStatus("offline");
@@ -408,8 +427,31 @@ export class GameClient extends EventTarget {
   }
 
   _transmit(pending) {
-    if (this._socket !== null) this._socket.send(pending.frame);
+    if (this._socket !== null) {
+      this._socket.send(pending.frame);
+      this._lastSentAt = this.timers.now();
+    }
     this._arm(pending);
+  }
+
+  /** While logged in: a PING whenever nothing was sent for keepAliveMs. */
+  _keepAlive() {
+    if (this.keepAliveMs <= 0 || this._keepAliveTimer !== null) return;
+    const tick = () => {
+      this._keepAliveTimer = null;
+      if (this._closed || this.sessionId === null) return; // logged out, kicked, closed
+      if (this.status === "online" && this.timers.now() - this._lastSentAt >= this.keepAliveMs) {
+        this.ping().catch(() => { /* a lost connection is handled by the resume */ });
+      }
+      this._keepAliveTimer = this._unref(this.timers.setTimeout(tick, this.keepAliveMs / 2));
+    };
+    this._keepAliveTimer = this._unref(this.timers.setTimeout(tick, this.keepAliveMs / 2));
+  }
+
+  /** In Node, a keep-alive alone must not keep the process running. */
+  _unref(handle) {
+    handle?.unref?.();
+    return handle;
   }
 
   _arm(pending) {
@@ -491,8 +533,9 @@ export class GameClient extends EventTarget {
         this._resuming = null;
         this.reconnects += 1;
         this._acceptSession(result);
-        this._setStatus("online");
+        // The snapshot first, so that whoever shows "online" already has the state.
         this.dispatchEvent(new ClientEvent("reconnected", result));
+        this._setStatus("online");
         // Every unanswered request again, with its original sequence id, oldest first.
         const waiting = [...this._pending.values()].sort((a, b) => a.order - b.order);
         for (const pending of waiting) this._transmit(pending);

@@ -223,3 +223,51 @@ test("logout ends the session: the server's close is not resumed", async () => {
   assert.equal(server.sockets.length, 1);
   assert.equal(client.status, "offline");
 });
+
+test("a quiet session sends PINGs to stay connected", async () => {
+  const server = new FakeServer(gameServer({
+    [MsgType.PING_REQ]: (socket, frame) => socket.deliver(
+      MsgType.PONG_RES, frame.sequenceId, { client_time_ms: frame.payload.client_time_ms, server_time_ms: 1 }),
+  }));
+  const client = new GameClient({ url: "ws://gw1/", WebSocket: server.WebSocket, keepAliveMs: 40 });
+  await client.login(7);
+  const socket = server.sockets[0];
+  await new Promise((resolve) => {
+    const check = () => (socket.sent.some((f) => f.msgType === MsgType.PING_REQ) ? resolve() : setTimeout(check, 5));
+    check();
+  });
+  assert.ok(Number.isInteger(socket.sent.find((f) => f.msgType === MsgType.PING_REQ).payload.client_time_ms));
+  client.close();
+});
+
+test("a refused login leaves the client offline, its connection closed", async () => {
+  const server = new FakeServer(gameServer({
+    [MsgType.LOGIN_REQ]: (socket, frame) => socket.deliver(MsgType.LOGIN_RES, frame.sequenceId, {
+      ok: false, error: "AUTH_FAILED", message: "bad token" }),
+  }));
+  const client = new GameClient({ url: "ws://gw1/", WebSocket: server.WebSocket });
+  await assert.rejects(client.login(7), (e) => e.code === "AUTH_FAILED");
+  assert.equal(client.status, "offline");
+  assert.equal(server.sockets[0].closed, 1000);
+  server.refuse.add("ws://gw2/");
+  const unreachable = new GameClient({ url: "ws://gw2/", WebSocket: server.WebSocket });
+  await assert.rejects(unreachable.login(7), /cannot connect/);
+  assert.equal(unreachable.status, "offline");
+});
+
+test("on resuming, the snapshot comes before the status goes online", async () => {
+  const server = new FakeServer(gameServer());
+  const client = new GameClient({ url: "ws://gw1/", WebSocket: server.WebSocket });
+  await client.login(7);
+  const order = [];
+  client.addEventListener("reconnected", () => order.push("reconnected"));
+  client.addEventListener("status", (e) => order.push(e.detail.status));
+  const online = new Promise((resolve) => client.addEventListener("status", (e) => {
+    if (e.detail.status === "online") resolve();
+  }));
+  server.sockets[0].drop(1006);
+  await online;
+  assert.deepEqual(order, ["reconnecting", "reconnected", "online"]);
+  assert.deepEqual(client.state, { x: 5, y: 6, moves: 0 });
+  client.close();
+});
