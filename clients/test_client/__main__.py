@@ -5,6 +5,7 @@ python -m test_client --user-id 42 --run "echo hi; ping; logout"
 python -m test_client mint-token --secret S --user-id 42
 python -m test_client bench --connections 100 --duration 10 [--json]
 python -m test_client bench --idle --connections 10000 --workers 4 --duration 60
+python -m test_client web --port 8000                    the browser demo, http://127.0.0.1:8000/
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import ssl
 import sys
+from pathlib import Path
 
 import orjson
 import uvloop
@@ -31,6 +33,7 @@ from test_client.shell import (
     to_json,
 )
 from test_client.tls import TlsOptions
+from test_client.web import DEFAULT_ROOT, serve
 
 
 def _endpoint(text: str) -> Endpoint:
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-compression", action="store_true", help="do not accept lz4 payloads")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    commands = parser.add_subparsers(dest="command", metavar="{mint-token,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{mint-token,bench,web}")
 
     mint = commands.add_parser("mint-token", help="print an HMAC login token")
     mint.add_argument("--secret", required=True, help="the AUTH_SECRET of the GameServers")
@@ -162,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report this process's CPU over the measured window (repeatable; the "
         "servers under test); the load generator's own and the machine's idle share are "
         "always reported (Linux)")
+
+    web = commands.add_parser(
+        "web", help="serve the browser demo (clients/web/) and the JavaScript client "
+        "library (clients/js/, at /js/) over HTTP")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=8000,
+                     help="port to listen on (default 8000; 0 picks a free one, printed)")
+    web.add_argument("--root", type=Path, default=DEFAULT_ROOT, metavar="DIR",
+                     help="directory holding web/ and js/ (default: the source tree's "
+                     f"clients/, {DEFAULT_ROOT})")
     return parser
 
 
@@ -285,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "mint-token":
         return _mint(args)
+    if args.command == "web":
+        return serve(args.host, args.port, args.root)
     tls = _tls_options(args)
     if tls is not None:
         try:
@@ -295,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args)
     if args.user_id is None:
-        parser.error("--user-id is required (or use a sub-command: mint-token, bench)")
+        parser.error("--user-id is required (or use a sub-command: mint-token, bench, web)")
     try:
         return uvloop.run(_session(args))
     except KeyboardInterrupt:

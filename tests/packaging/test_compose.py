@@ -164,6 +164,23 @@ def test_the_redis_cluster_override_points_the_services_at_three_masters() -> No
     assert init["environment"]["REDIS_CLUSTER_NODES"] == " ".join(f"{n}:6379" for n in nodes)
 
 
+def test_compose_serves_the_browser_demo_and_publishes_the_websocket_port(
+        compose_config: dict[str, Any]) -> None:
+    """The service ``web`` (run for real when written: the page in Chromium against the
+    stack's published WebSocket port, a login and a MOVE), and the Gateway's port 5080."""
+    services = compose_config["services"]
+    web = services["web"]
+    assert web["image"] == services["gateway"]["image"]
+    assert web["entrypoint"] == ["/opt/venv/bin/python", "-m", "test_client", "web"]
+    assert web["command"] == ["--host", "0.0.0.0", "--port", "8000", "--root", "/srv/clients"]
+    [mount] = web["volumes"]
+    assert (mount["type"], mount["target"], mount["read_only"]) == ("bind", "/srv/clients", True)
+    assert Path(mount["source"]) == REPO_ROOT / "clients"
+    assert [(p["target"], p["published"]) for p in web["ports"]] == [(8000, "8000")]
+    assert web["read_only"] is True and web["cap_drop"] == ["ALL"]
+    assert 5080 in {p["target"] for p in services["gateway"]["ports"]}
+
+
 def test_compose_turns_curve_on(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
     keygen = services["curve-keygen"]
