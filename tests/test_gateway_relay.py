@@ -22,42 +22,13 @@ from gateway.relay import Relay
 from protocol import MsgType, encode_frame, encode_message, read_header
 from protocol.frame import FrameSplitter
 from protocol.internal import Kind, Record
+from tests.support.fake_transport import FakeTransport as SharedFakeTransport
 
 GS = b"gs-1"
 
 
-class FakeTransport:
-    """What ClientConnection uses of an asyncio transport, recorded."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.reading = True
-        self.buffered = 0
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def pause_reading(self) -> None:
-        assert self.reading, "paused twice"
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        assert not self.reading, "resumed while reading"
-        self.reading = True
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
+class FakeTransport(SharedFakeTransport):
+    """The shared fake, reading back the frames written."""
 
     def frames(self) -> list[tuple[int, int, dict[str, Any]]]:
         """(type, sequence id, payload) of everything written so far."""

@@ -17,57 +17,22 @@ from websockets.uri import parse_uri
 
 from gateway.ws_connection import WsConnection
 from protocol import KickReason, MsgType, decode_payload, encode_message, read_header
+from tests.support.fake_transport import FakeTransport as SharedFakeTransport
 from tests.support.waiting import wait_until_async
 
 MAX_FRAME = 4096
 
 
-class FakeTransport:
-    """What uvloop's TCP transport does for the shell: collects writes, records closes."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.reading = True
+class FakeTransport(SharedFakeTransport):
+    """The shared fake, also checking that nothing is written once the shell closed it."""
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "written after close"
-        self.written += data
-
-    def take(self) -> bytes:
-        data, self.written = bytes(self.written), bytearray()
-        return data
-
-    def close(self) -> None:
-        self.closed = True
+        super().write(data)
 
     def abort(self) -> None:
-        self.aborted = self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("203.0.113.7", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (0, 0)
+        super().abort()
+        self.closed = True
 
 
 class Recorder(asyncio.Protocol):

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from gateway import metrics
+from gateway.layered_transport import LayeredTransport, LayerProtocol
 from gateway.tls import ServerTls, failure_reason
 
 log = logging.getLogger("gateway.tls")
@@ -39,31 +40,26 @@ log = logging.getLogger("gateway.tls")
 READ_CHUNK = 65536
 
 
-class TlsConnection(asyncio.Protocol):
+class TlsConnection(LayerProtocol):
     """The TCP protocol of the TLS port: runs the server handshake, then carries the
     connection protocol made by ``make_protocol()`` over TLS."""
 
     def __init__(self, tls: ServerTls, make_protocol: Callable[[], asyncio.Protocol],
                  timeout_s: float) -> None:
+        super().__init__()
         self._tls = tls
         self._make_protocol = make_protocol
         self._timeout_s = timeout_s
-        self._tcp: asyncio.Transport | None = None
-        #: The connection protocol, once the handshake succeeded.
-        self._app: asyncio.Protocol | None = None
-        self._closing = False
-        self._timer: asyncio.TimerHandle | None = None
         self._peer: Any = None
 
     # ------------------------------------------------------------------ handshake
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = self._tcp = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._start_timer(transport, self._timeout_s)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = self._tls.context.wrap_bio(self._incoming, self._outgoing,
                                                server_side=True)
-        self._peer = tcp.get_extra_info("peername")
-        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
+        self._peer = transport.get_extra_info("peername")
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -93,11 +89,6 @@ class TlsConnection(asyncio.Protocol):
         log.debug("TLS handshake failed, closing: Peer=%s, Reason=%s (%s)", self._peer,
                   reason, detail)
         self.abort()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # ------------------------------------------------------------------ incoming
     def data_received(self, data: bytes) -> None:
@@ -153,11 +144,11 @@ class TlsConnection(asyncio.Protocol):
             log.debug("TLS handshake failed, closing: Peer=%s, Reason=closed (%s)",
                       self._peer, exc or "the peer went away")
         self._closing = True
-        self._tcp = None
+        self._below = None
 
     # ------------------------------------------------------------------ outgoing
     def write(self, data: bytes) -> None:
-        tcp = self._tcp
+        tcp = self._below
         if tcp is None or self._closing:
             return
         try:
@@ -169,60 +160,31 @@ class TlsConnection(asyncio.Protocol):
         tcp.write(self._outgoing.read())
 
     def _flush(self) -> None:
-        if self._outgoing.pending and self._tcp is not None:
-            self._tcp.write(self._outgoing.read())
+        if self._outgoing.pending and self._below is not None:
+            self._below.write(self._outgoing.read())
 
     def close(self) -> None:
         """close_notify, then close the TCP transport once what is queued has left."""
-        if self._closing or self._tcp is None:
+        if self._closing or self._below is None:
             return
         self._closing = True
         self._cancel_timer()
         with contextlib.suppress(ssl.SSLError, OSError):
             self._ssl.unwrap()  # writes our close_notify; the peer's is not awaited
         self._flush()
-        self._tcp.close()
-
-    def abort(self) -> None:
-        self._closing = True
-        self._cancel_timer()
-        if self._tcp is not None:
-            self._tcp.abort()
-
-    def pause_writing(self) -> None:
-        if self._app is not None:
-            self._app.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._app is not None:
-            self._app.resume_writing()
+        self._below.close()
 
 
-class TlsTransport:
-    """The transport the connection protocol writes to: encrypts, then the TCP transport.
-
-    Flow control, buffering and addresses are the TCP transport's own: OpenSSL's output is
-    moved to it at once, so its write buffer is the whole backlog."""
+class TlsTransport(LayeredTransport):
+    """The transport the connection protocol writes to: encrypts, then the TCP transport."""
 
     def __init__(self, connection: TlsConnection) -> None:
-        tcp = connection._tcp
+        tcp = connection._below
         assert tcp is not None
+        super().__init__(connection, tcp)
         self._connection = connection
-        self._tcp = tcp
-        self.write = connection.write
-        self.close = connection.close
-        self.abort = connection.abort
-        self.pause_reading = tcp.pause_reading
-        self.resume_reading = tcp.resume_reading
-        self.is_reading = tcp.is_reading
-        self.set_write_buffer_limits = tcp.set_write_buffer_limits
-        self.get_write_buffer_size = tcp.get_write_buffer_size
-        self.get_write_buffer_limits = tcp.get_write_buffer_limits
-
-    def is_closing(self) -> bool:
-        return self._connection._closing or self._tcp.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._connection._ssl
-        return self._tcp.get_extra_info(name, default)
+        return super().get_extra_info(name, default)

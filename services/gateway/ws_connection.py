@@ -4,8 +4,8 @@
 The shape of tls_connection: this shell moves bytes between the transport below and the
 WebSocket protocol object, which does all of RFC 6455 (the upgrade handshake, the Origin
 check, framing, masking, ping/pong, the close handshake, size limits), and hands the
-Gateway's connection protocol a transport (:class:`WsTransport`) whose every ``write`` is
-one binary message. The Gateway writes one v1 frame per call (an answer, a push, a
+Gateway's connection protocol a transport (gateway.layered_transport) whose every ``write``
+is one binary message. The Gateway writes one v1 frame per call (an answer, a push, a
 KICKOUT), and each binary message a client sends must carry exactly one v1 frame, header
 included: the session protocol is the same byte for byte as on TCP, so everything after
 this shell (limits, login, sessions, RECONNECT across transports) is the TCP path's.
@@ -42,6 +42,7 @@ from websockets.typing import Origin
 
 from gateway import metrics
 from gateway.connection import ClientConnection
+from gateway.layered_transport import LayeredTransport, LayerProtocol
 from gateway.replies import kickout_frame
 from protocol.frame import LENGTH_PREFIX_SIZE, MIN_LENGTH
 from protocol.messages import KickReason
@@ -56,22 +57,20 @@ _RFC6455_LOG.setLevel(logging.WARNING)
 WS_PATH = "/"
 
 
-class WsConnection(asyncio.Protocol):
+class WsConnection(LayerProtocol):
     """The transport protocol of the WebSocket port: runs the upgrade, then carries the
     connection protocol made by ``make_protocol()`` over WebSocket messages."""
 
     def __init__(self, make_protocol: Callable[[], ClientConnection], max_frame_bytes: int,
                  origins: Sequence[str], timeout_s: float) -> None:
+        super().__init__()
         self._make_protocol = make_protocol
         self._max_message = LENGTH_PREFIX_SIZE + max_frame_bytes
         self._origins: list[Origin | None] | None = (
             [Origin(origin) for origin in origins] if origins else None)
         self._timeout_s = timeout_s
-        self._below: asyncio.Transport | None = None
         #: The connection protocol, once the upgrade succeeded.
         self._app: ClientConnection | None = None
-        self._closing = False
-        self._timer: asyncio.TimerHandle | None = None
         #: The parts of a fragmented binary message received so far (None: not inside one).
         self._parts: list[bytes] | None = None
         #: Bytes read since frames were last handed over (WebSocket framing included).
@@ -80,11 +79,10 @@ class WsConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ upgrade
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        below = self._below = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        self._start_timer(transport, self._timeout_s)
         self._ws = ServerProtocol(origins=self._origins, max_size=self._max_message,
                                   logger=_RFC6455_LOG)
-        self._peer = below.get_extra_info("peername")
-        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._timed_out)
+        self._peer = transport.get_extra_info("peername")
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -109,17 +107,13 @@ class WsConnection(asyncio.Protocol):
         self._cancel_timer()
         metrics.ws_upgrades.inc()
         app = self._app = self._make_protocol()
-        app.connection_made(cast(asyncio.Transport, WsTransport(self)))
+        assert self._below is not None
+        app.connection_made(cast(asyncio.Transport, LayeredTransport(self, self._below)))
 
     def _refused(self, reason: str, detail: str) -> None:
         metrics.ws_upgrade_failures.labels(reason).inc()
         log.debug("WebSocket upgrade refused: Peer=%s, Reason=%s (%s)", self._peer, reason,
                   detail)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # ------------------------------------------------------------------ incoming
     def data_received(self, data: bytes) -> None:
@@ -238,43 +232,3 @@ class WsConnection(asyncio.Protocol):
         if self._closing:
             return
         self._send_close(CloseCode.NORMAL_CLOSURE)
-
-    def abort(self) -> None:
-        self._closing = True
-        self._cancel_timer()
-        if self._below is not None:
-            self._below.abort()
-
-    def pause_writing(self) -> None:
-        if self._app is not None:
-            self._app.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._app is not None:
-            self._app.resume_writing()
-
-
-class WsTransport:
-    """The transport the connection protocol writes to: one binary message per write, then
-    the transport below. Flow control, buffering and addresses are that transport's own."""
-
-    def __init__(self, connection: WsConnection) -> None:
-        below = connection._below
-        assert below is not None
-        self._connection = connection
-        self._below = below
-        self.write = connection.write
-        self.close = connection.close
-        self.abort = connection.abort
-        self.pause_reading = below.pause_reading
-        self.resume_reading = below.resume_reading
-        self.is_reading = below.is_reading
-        self.set_write_buffer_limits = below.set_write_buffer_limits
-        self.get_write_buffer_size = below.get_write_buffer_size
-        self.get_write_buffer_limits = below.get_write_buffer_limits
-
-    def is_closing(self) -> bool:
-        return self._connection._closing or self._below.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._below.get_extra_info(name, default)

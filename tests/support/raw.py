@@ -30,7 +30,37 @@ class Frame:
         return f"Frame({self.msg_type}, seq={self.sequence_id}, {self.payload})"
 
 
-class RawClient:
+class FrameExchange:
+    """What both raw clients (TCP here, WebSocket in tests.support.raw_ws) do on top of
+    sending one message and reading the next frame."""
+
+    async def send_msg(self, msg_type: int, seq: int, payload: Any = None) -> None:
+        raise NotImplementedError
+
+    async def next_frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+        raise NotImplementedError
+
+    async def expect(self, msg_type: int, seq: int | None = None,
+                     timeout: float = DEFAULT_TIMEOUT) -> Frame:
+        """The next frame that is not a push of another type; asserts its type and seq."""
+        frame = await self.next_frame(timeout)
+        assert frame.msg_type == msg_type, f"expected type {msg_type}, got {frame}"
+        if seq is not None:
+            assert frame.sequence_id == seq, f"expected seq {seq}, got {frame}"
+        return frame
+
+    async def request(self, msg_type: int, seq: int, payload: Any = None,
+                      timeout: float = DEFAULT_TIMEOUT) -> Frame:
+        await self.send_msg(msg_type, seq, payload)
+        return await self.next_frame(timeout)
+
+    async def login(self, user_id: int, seq: int = 1, **extra: Any) -> Frame:
+        frame = await self.request(MsgType.LOGIN_REQ, seq, {"user_id": user_id, **extra})
+        assert frame.msg_type == MsgType.LOGIN_RES and frame.payload.get("ok"), frame
+        return frame
+
+
+class RawClient(FrameExchange):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
@@ -63,25 +93,6 @@ class RawClient:
                     raise ConnectionError("connection closed by the server")
                 self.inbox.extend(Frame(raw) for raw in self.splitter.feed(data))
         return self.inbox.pop(0)
-
-    async def expect(self, msg_type: int, seq: int | None = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> Frame:
-        """The next frame that is not a push of another type; asserts its type and seq."""
-        frame = await self.next_frame(timeout)
-        assert frame.msg_type == msg_type, f"expected type {msg_type}, got {frame}"
-        if seq is not None:
-            assert frame.sequence_id == seq, f"expected seq {seq}, got {frame}"
-        return frame
-
-    async def request(self, msg_type: int, seq: int, payload: Any = None,
-                      timeout: float = DEFAULT_TIMEOUT) -> Frame:
-        await self.send_msg(msg_type, seq, payload)
-        return await self.next_frame(timeout)
-
-    async def login(self, user_id: int, seq: int = 1, **extra: Any) -> Frame:
-        frame = await self.request(MsgType.LOGIN_REQ, seq, {"user_id": user_id, **extra})
-        assert frame.msg_type == MsgType.LOGIN_RES and frame.payload.get("ok"), frame
-        return frame
 
     async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> list[Frame]:
         """Read until the server closes the connection; returns the frames that came first."""

@@ -12,11 +12,11 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import MsgType, encode_message
-from tests.support.raw import DEFAULT_TIMEOUT, Frame
+from protocol import encode_message
+from tests.support.raw import DEFAULT_TIMEOUT, Frame, FrameExchange
 
 
-class WsRawClient:
+class WsRawClient(FrameExchange):
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
 
@@ -36,24 +36,6 @@ class WsRawClient:
             message = await self.ws.recv()
         assert isinstance(message, bytes), f"a text message from the server: {message!r}"
         return Frame(message)
-
-    async def expect(self, msg_type: int, seq: int | None = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> Frame:
-        frame = await self.next_frame(timeout)
-        assert frame.msg_type == msg_type, f"expected type {msg_type}, got {frame}"
-        if seq is not None:
-            assert frame.sequence_id == seq, f"expected seq {seq}, got {frame}"
-        return frame
-
-    async def request(self, msg_type: int, seq: int, payload: Any = None,
-                      timeout: float = DEFAULT_TIMEOUT) -> Frame:
-        await self.send_msg(msg_type, seq, payload)
-        return await self.next_frame(timeout)
-
-    async def login(self, user_id: int, seq: int = 1, **extra: Any) -> Frame:
-        frame = await self.request(MsgType.LOGIN_REQ, seq, {"user_id": user_id, **extra})
-        assert frame.msg_type == MsgType.LOGIN_RES and frame.payload.get("ok"), frame
-        return frame
 
     async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[list[Frame], int]:
         """Read until the server closes; the frames that came first and the close code
