@@ -192,3 +192,15 @@ async def test_an_upgrade_not_finished_in_time_is_dropped() -> None:
     await wait_until_async(lambda: below.aborted, timeout=5,
                            message="the stalled upgrade was not dropped")
     assert app.transport is None
+
+
+async def test_what_is_not_an_http_upgrade_is_closed_without_a_connection() -> None:
+    for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: gateway.test\r\n\r\n"):
+        app = Recorder()
+        below = FakeTransport()
+        shell = WsConnection(lambda: app, MAX_FRAME, [], 30.0)  # noqa: B023 (called at once)
+        shell.connection_made(below)  # type: ignore[arg-type]
+        shell.data_received(data)
+        assert below.closed and app.transport is None, data
+        # A plain HTTP GET is told why (426 Upgrade Required); garbage gets nothing.
+        assert below.take().startswith(b"HTTP/1.1 426") == data.startswith(b"GET"), data

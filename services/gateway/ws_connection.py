@@ -134,6 +134,8 @@ class WsConnection(LayerProtocol):
             # Whole frames, each checked (_message): no byte stream to split.
             app.frames_received(messages, self._read)
             self._read = 0
+        if self._app is None and ws.handshake_exc is not None and not self._closing:
+            self._refused("handshake", str(ws.handshake_exc))  # not even an HTTP request
         if ws.state is not State.OPEN and (ws.state is State.CLOSED or ws.close_expected()):
             self._close_below()
 
