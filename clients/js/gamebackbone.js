@@ -414,7 +414,8 @@ export class GameClient extends EventTarget {
     this.dispatchEvent(new ClientEvent("error", { reason }));
     this._kick = "PROTOCOL_ERROR"; // our side's view: the stream cannot be trusted
     const socket = this._socket;
-    this._dropSocket(1002);
+    // (A browser lets a client close only with 1000 or 3000-4999: not 1002.)
+    this._dropSocket(1000);
     if (socket !== null) this._onClose(1002);
   }
 

@@ -271,3 +271,18 @@ test("on resuming, the snapshot comes before the status goes online", async () =
   assert.deepEqual(client.state, { x: 5, y: 6, moves: 0 });
   client.close();
 });
+
+test("a message that is not one good frame ends the session: no resume", async () => {
+  const server = new FakeServer(gameServer());
+  const client = new GameClient({ url: "ws://gw1/", WebSocket: server.WebSocket });
+  await client.login(7);
+  const error = nextEvent(client, "error");
+  const pending = client.echo({ x: 1 }).catch((e) => e);
+  server.answer = () => {};
+  server.sockets[0].onmessage({ data: "a text message" });
+  assert.match((await error).reason, /text message/);
+  assert.ok((await pending) instanceof ClientClosed);
+  assert.equal(client.status, "kicked");
+  assert.equal(server.sockets[0].closed, 1000); // a code a browser accepts
+  assert.equal(server.sockets.length, 1);
+});
