@@ -257,6 +257,7 @@ BAD_ENV = {
         ("REDIS_CONNECTION", "ftp://nowhere"),
         ("IDLE_TIMEOUT_S", "-1"),
         ("REDIS_TLS_CERT_FILE", "/etc/redis-tls/tls.crt"),
+        ("GATEWAY_WS_ALLOWED_ORIGINS", "https://game.example.com,game.example.com"),
     ],
     "gameserver": [
         ("GAMESERVER_P2P_PORT", "abc"),

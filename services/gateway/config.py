@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from servicekit.config import CommonConfig, ConfigError, setting
@@ -113,6 +114,12 @@ class GatewayConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        for origin in self.ws_origins:
+            # A browser sends scheme://host[:port] (or "null"): anything else never matches.
+            if origin != "null" and not re.fullmatch(r"https?://[^\s/,]+", origin):
+                raise ConfigError(
+                    f"GATEWAY_WS_ALLOWED_ORIGINS: {origin!r} is not an origin; give "
+                    "scheme://host[:port] as a browser sends it, e.g. https://game.example.com")
         if self.max_send_buffer_bytes < self.max_frame_bytes:
             raise ConfigError(
                 "GATEWAY_MAX_SEND_BUFFER_BYTES must be at least MAX_FRAME_BYTES"
