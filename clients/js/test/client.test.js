@@ -232,8 +232,13 @@ test("a quiet session sends PINGs to stay connected", async () => {
   const client = new GameClient({ url: "ws://gw1/", WebSocket: server.WebSocket, keepAliveMs: 40 });
   await client.login(7);
   const socket = server.sockets[0];
-  await new Promise((resolve) => {
-    const check = () => (socket.sent.some((f) => f.msgType === MsgType.PING_REQ) ? resolve() : setTimeout(check, 5));
+  const deadline = Date.now() + 5000;
+  await new Promise((resolve, reject) => {
+    const check = () => {
+      if (socket.sent.some((f) => f.msgType === MsgType.PING_REQ)) resolve();
+      else if (Date.now() > deadline) reject(new Error("no keep-alive PING within 5 s"));
+      else setTimeout(check, 5);
+    };
     check();
   });
   assert.ok(Number.isInteger(socket.sent.find((f) => f.msgType === MsgType.PING_REQ).payload.client_time_ms));
